@@ -1,0 +1,191 @@
+"""The job store: the records and event logs of jobs, behind one interface.
+
+A job is one pipeline run started by `POST /pipelines/{name}/jobs`. It runs in the background of
+the replica that accepted it (see `app.jobs.runner`), and any replica sharing the store answers
+its status, results and events. Per job, a store keeps:
+
+- a `JobRecord` (pipeline, mode, status, stats, timestamps, cancellation flag);
+- an append-only log of events: DESIGN.md's JSON objects, each a JSON-ready `dict` with `"type"`
+  and `"seq"`, numbered 0, 1, 2, ... without gaps. A finished job's log ends with its `end` event.
+
+The contract every implementation keeps (tests/app/test_jobs_store_contract.py checks it):
+
+- `create` adds a running job and refuses it, atomically with the count, when `max_running` jobs
+  already run (`JobLimitReached`). Replicas sharing a store count together.
+- `append` adds the next event: its `seq` must equal the number of events so far. Appending the
+  `end` event finishes the job in the same step: the record's status and stats become the end's,
+  `finished_at` is set, and the retention time (`ttl_s`) starts, after which the record and its log
+  are gone (`get` gives None). Running jobs never expire.
+- `events(after=n)` yields the events with `seq > n` in order (`after=-1`: from the start). With
+  `follow=True` it then waits, without polling, for new events and yields them as they are
+  appended, and stops after the `end` event; with `follow=False` it stops at what is there now.
+  An unknown or expired job yields nothing. Many followers may read one job; a slow follower never
+  slows the job (the log is stored, not pushed).
+- `request_cancel` marks the record (`cancel_requested`) and wakes `wait_cancel` for that job in
+  the replica that runs it, wherever `request_cancel` was called. The runner then stops the run and
+  appends `end` with status `cancelled`. For a finished job it changes nothing.
+- `renew_lease` is called by the replica running a job every `CONVEYOR_JOB_LEASE_S` seconds. A
+  shared store uses it to tell a live job from one whose replica died: a job whose lease is three
+  periods old gets, written once by one replica, an `error` event whose `error` starts with
+  `WorkerLost`, then `end` with status `failed`.
+- `ping` raises `StoreUnavailable` when the store cannot be reached (`/readyz` answers 503).
+  Any method may raise `StoreUnavailable` (job routes answer 503).
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+__all__ = [
+    "JobLimitReached",
+    "JobNotFound",
+    "JobRecord",
+    "JobStatus",
+    "JobStore",
+    "JobStoreError",
+    "StoreUnavailable",
+    "WireEvent",
+]
+
+WireEvent = dict[str, Any]
+"""An event as stored and sent: DESIGN.md's JSON object plus `"type"`, JSON-ready."""
+
+
+class JobStatus(StrEnum):
+    """Where a job is in its life; the last three are final."""
+
+    RUNNING = "running"  # accepted; its run goes on (no `end` event yet)
+    SUCCEEDED = "succeeded"  # ended with `end` status succeeded
+    FAILED = "failed"  # the run failed, or the replica running it was lost
+    CANCELLED = "cancelled"  # stopped by DELETE /jobs/{id}, or by the service shutting down
+
+
+@dataclass(slots=True)
+class JobRecord:
+    """What a store knows about one job besides its events."""
+
+    job_id: str
+    pipeline: str
+    mode: str  # "ordered" or "as_completed"
+    items: int  # number of input items submitted
+    created_at: float = 0.0  # seconds since the epoch; `create` fills it when 0
+    status: JobStatus = JobStatus.RUNNING
+    stats: dict[str, Any] | None = None  # the `end` event's stats, once finished
+    finished_at: float | None = None  # seconds since the epoch, once finished
+    cancel_requested: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.created_at:
+            self.created_at = time.time()
+
+    @property
+    def finished(self) -> bool:
+        return self.status is not JobStatus.RUNNING
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as stored (JSON-ready, epoch floats)."""
+        data = asdict(self)
+        data["status"] = self.status.value
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobRecord:
+        return cls(**{**data, "status": JobStatus(data["status"])})
+
+    def to_wire(self) -> dict[str, Any]:
+        """The body of `GET /jobs/{id}`: timestamps as ISO 8601 UTC strings."""
+        return {
+            "job_id": self.job_id,
+            "pipeline": self.pipeline,
+            "status": self.status.value,
+            "created_at": _iso(self.created_at),
+            "stats": self.stats,
+            "mode": self.mode,
+            "items": self.items,
+            "finished_at": None if self.finished_at is None else _iso(self.finished_at),
+            "cancel_requested": self.cancel_requested,
+        }
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
+
+
+class JobStoreError(Exception):
+    """Base of the errors a job store raises."""
+
+
+class JobNotFound(JobStoreError):
+    """The job is unknown or expired (raised by `append`; lookups return None instead)."""
+
+
+class JobLimitReached(JobStoreError):
+    """`create` refused a job: `limit` jobs already run."""
+
+    def __init__(self, running: int, limit: int) -> None:
+        super().__init__(f"{running} jobs are running; the limit is {limit}")
+        self.running = running
+        self.limit = limit
+
+
+class StoreUnavailable(JobStoreError):
+    """The store cannot be reached (the service answers 503)."""
+
+
+class JobStore(ABC):
+    """Records and event logs of jobs; see the module docstring for the contract."""
+
+    @abstractmethod
+    async def create(self, record: JobRecord, *, max_running: int) -> None:
+        """Add a running job; raise `JobLimitReached` if `max_running` jobs already run."""
+
+    @abstractmethod
+    async def get(self, job_id: str) -> JobRecord | None:
+        """The job's record (a copy), or None when unknown or expired."""
+
+    @abstractmethod
+    async def append(self, job_id: str, event: WireEvent) -> None:
+        """Append the next event (`seq` = events so far, else ValueError); `end` finishes the job.
+
+        Raises `JobNotFound` for an unknown job and ValueError for a finished one.
+        """
+
+    @abstractmethod
+    def events(
+        self, job_id: str, *, after: int = -1, follow: bool = True
+    ) -> AsyncIterator[WireEvent]:
+        """The events with `seq > after` in order; with `follow`, live until `end`."""
+
+    @abstractmethod
+    async def request_cancel(self, job_id: str) -> JobRecord | None:
+        """Ask the job's runner to cancel it; the record after that, or None when unknown."""
+
+    @abstractmethod
+    async def wait_cancel(self, job_id: str) -> None:
+        """Return once cancellation of the job was requested (at once if it already was)."""
+
+    @abstractmethod
+    async def running_count(self) -> int:
+        """How many jobs run now, across every replica sharing the store."""
+
+    @abstractmethod
+    async def ping(self) -> None:
+        """Raise `StoreUnavailable` when the store cannot be reached."""
+
+    async def renew_lease(self, job_id: str) -> None:  # noqa: B027 - optional hook
+        """Called every `CONVEYOR_JOB_LEASE_S` by the replica running the job; default: nothing."""
+
+    async def results(self, job_id: str) -> list[Any]:
+        """The values of the job's `result` events so far, in event order."""
+        return [
+            e["value"] async for e in self.events(job_id, follow=False) if e["type"] == "result"
+        ]
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections; default: nothing."""
