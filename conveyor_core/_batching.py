@@ -1,0 +1,79 @@
+"""Batching, in one place: how a batch task's items are grouped.
+
+Items arrive in the order the previous segment emits them (input order in ordered mode, arrival
+order in as-completed mode). A batch is released when it holds `max_size` items, when
+`max_wait` seconds passed since its first item (once it holds `min_size`), and at the end of the
+input if it holds at least `min_size` items; a smaller remainder is dropped and reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["Batcher"]
+
+Member = tuple[Any, list[int]]
+
+
+class Batcher:
+    """Groups (value, sources) pairs into batches for one batch task."""
+
+    def __init__(
+        self,
+        max_size: int,
+        min_size: int,
+        max_wait: float | None,
+        release: Callable[[list[Member]], None],
+        drop: Callable[[list[Member]], None],
+        close_downstream: Callable[[], None],
+    ) -> None:
+        self._max_size = max_size
+        self._min_size = min_size
+        self._max_wait = max_wait
+        self._release = release
+        self._drop = drop
+        self._close_downstream = close_downstream
+        self._members: list[Member] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._overdue = False
+
+    def add(self, value: Any, sources: list[int]) -> None:
+        members = self._members
+        members.append((value, sources))
+        size = len(members)
+        if size >= self._max_size or (self._overdue and size >= self._min_size):
+            self._flush()
+        elif size == 1 and self._max_wait is not None:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(self._max_wait, self._on_timeout)
+
+    def close(self) -> None:
+        """The input ended: release or drop the remainder, then close downstream."""
+        if self._members:
+            if len(self._members) >= self._min_size:
+                self._flush()
+            else:
+                members, self._members = self._members, []
+                self._cancel_timer()
+                self._drop(members)
+        self._close_downstream()
+
+    def _on_timeout(self) -> None:
+        self._timer = None
+        if len(self._members) >= self._min_size:
+            self._flush()
+        else:
+            self._overdue = True
+
+    def _flush(self) -> None:
+        members, self._members = self._members, []
+        self._overdue = False
+        self._cancel_timer()
+        self._release(members)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None

@@ -1,0 +1,37 @@
+"""Exceptions of conveyor_core.
+
+    ConveyorError                      base of every error this project raises itself
+    ├── PipelineDefinitionError        a task or pipeline was declared or composed wrongly (also TypeError)
+    ├── InvalidRunError                a run was started with bad arguments (also ValueError)
+    └── StreamConsumedError            an AsyncStream was iterated a second time (also RuntimeError)
+
+The client (`conveyor_core.client`) adds its own errors under `ConveyorError`.
+
+An exception raised inside a task is never wrapped: under `on_error="fail"` it reaches the
+consumer of the run as itself.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConveyorError",
+    "InvalidRunError",
+    "PipelineDefinitionError",
+    "StreamConsumedError",
+]
+
+
+class ConveyorError(Exception):
+    """Base class of the errors raised by conveyor_core itself."""
+
+
+class PipelineDefinitionError(ConveyorError, TypeError):
+    """Raised when a task is declared with invalid options or composed with a non-stage."""
+
+
+class InvalidRunError(ConveyorError, ValueError):
+    """Raised when a run is started with an unknown mode or an unusable bound."""
+
+
+class StreamConsumedError(ConveyorError, RuntimeError):
+    """Raised when an `AsyncStream` is iterated again: a stream runs its pipeline once."""

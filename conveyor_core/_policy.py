@@ -1,0 +1,274 @@
+"""The error policy, in one place: retries with backoff, custom handlers, skip or fail.
+
+A task call that raises is retried up to `RetryConfig.max_attempts` times in all. When every
+attempt failed, the task's `error_handler` may recover a value; otherwise `on_error` decides:
+"fail" re-raises the task's own exception (the run fails), "skip_item" / "skip_batch" report an
+item error and drop the item or batch. A batch task with "skip_item" probes its members one by
+one, skips the ones that fail alone, and runs the batch again on the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+__all__ = [
+    "SKIPPED",
+    "ErrorHandler",
+    "LoggingErrorHandler",
+    "OnError",
+    "Reporter",
+    "RetryConfig",
+    "StagePolicy",
+]
+
+logger = logging.getLogger("conveyor_core")
+
+OnError = Literal["fail", "skip_item", "skip_batch"]
+ON_ERROR_CHOICES: tuple[str, ...] = ("fail", "skip_item", "skip_batch")
+
+_sleep = asyncio.sleep  # patched by tests to run retries on a virtual clock
+
+
+class _Skipped:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "SKIPPED"
+
+
+SKIPPED: Any = _Skipped()
+"""Returned by the policy in place of a result when the item or batch was skipped."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetryConfig:
+    """How often and how patiently a failing call is tried again.
+
+    `max_attempts` counts every attempt (1: no retry). The delay before attempt n+1 is
+    `base_delay * 2 ** (n - 1)` with exponential backoff, else `base_delay`; never more than
+    `max_delay`.
+    """
+
+    max_attempts: int = 1
+    base_delay: float = 0.0
+    exponential_backoff: bool = True
+    max_delay: float = 60.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_attempts, int) or self.max_attempts < 1:
+            raise ValueError(f"retry_attempts must be an int >= 1, got {self.max_attempts!r}")
+        if self.base_delay < 0 or self.max_delay < 0:
+            raise ValueError("retry_delay and retry_max_delay must be >= 0")
+
+    def delay_after(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number `attempt` (1-based)."""
+        factor = 2 ** (attempt - 1) if self.exponential_backoff else 1
+        return min(self.base_delay * factor, self.max_delay)
+
+
+class ErrorHandler:
+    """Decides about an error once all attempts of a call failed.
+
+    `handle_error` returns `(True, value)` to go on with `value` in place of the result (None
+    filters the item out), or `(False, None)` to leave the decision to the task's `on_error`.
+    For a batch task, `item` is the batch (a list).
+    """
+
+    async def handle_error(
+        self, error: Exception, item: Any, task_name: str, attempt: int
+    ) -> tuple[bool, Any]:
+        return False, None
+
+
+class LoggingErrorHandler(ErrorHandler):
+    """Logs the error with its traceback, then leaves the decision to `on_error`."""
+
+    def __init__(self, logger: logging.Logger | None = None, level: int = logging.ERROR) -> None:
+        self.logger = logger or logging.getLogger("conveyor_core")
+        self.level = level
+
+    async def handle_error(
+        self, error: Exception, item: Any, task_name: str, attempt: int
+    ) -> tuple[bool, Any]:
+        self.logger.log(
+            self.level,
+            "task %s failed on %r after %d attempt(s): %s",
+            task_name,
+            item,
+            attempt,
+            error,
+            exc_info=error,
+        )
+        return False, None
+
+
+class Reporter(Protocol):
+    """What the policy tells the run: an item error it absorbed, or the error that fails it."""
+
+    def item_error(self, stage: str, sources: list[int], exc: BaseException, action: str) -> None:
+        ...
+
+    def fail(self, stage: str | None, exc: BaseException) -> None:
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class StagePolicy:
+    """The error options of one task."""
+
+    name: str
+    on_error: OnError
+    retry: RetryConfig
+    handler: ErrorHandler | None
+
+    async def recover(
+        self,
+        exc: Exception,
+        call: Callable[[Any], Any],
+        item: Any,
+        sources: list[int],
+        reporter: Reporter,
+    ) -> Any:
+        """After the first attempt of `call(item)` raised `exc`: retry, handle, skip or raise.
+
+        Returns the result of a successful retry, a handler's value, or SKIPPED.
+        """
+        attempt = 1
+        while attempt < self.retry.max_attempts:
+            await _sleep(self.retry.delay_after(attempt))
+            attempt += 1
+            try:
+                return await _resolve(call(item))
+            except Exception as again:
+                exc = again
+        return await self.give_up(exc, item, sources, attempt, reporter)
+
+    async def give_up(
+        self, exc: Exception, item: Any, sources: list[int], attempt: int, reporter: Reporter
+    ) -> Any:
+        """Every attempt failed: ask the handler, then apply on_error."""
+        if self.handler is not None:
+            handled, value = await _resolve(
+                self.handler.handle_error(exc, item, self.name, attempt)
+            )
+            if handled:
+                reporter.item_error(self.name, sources, exc, "handled")
+                return value
+        if self.on_error == "fail":
+            reporter.fail(self.name, exc)
+            raise exc
+        reporter.item_error(self.name, sources, exc, self.on_error)
+        return SKIPPED
+
+    async def recover_batch(
+        self,
+        exc: Exception,
+        call: Callable[[Any], Any],
+        members: Sequence[tuple[Any, list[int]]],
+        sources: list[int],
+        reporter: Reporter,
+    ) -> tuple[Any, list[int]]:
+        """`recover` for a batch: with skip_item, isolate the failing members.
+
+        Returns the result and the sources it now stands for.
+        """
+        if self.on_error != "skip_item" or self.handler is not None or len(members) < 2:
+            batch = [value for value, _ in members]
+            return await self.recover(exc, call, batch, sources, reporter), sources
+        batch = [value for value, _ in members]
+        try:
+            return await self._retry_only(exc, call, batch), sources
+        except Exception:
+            pass
+        alone = await asyncio.gather(
+            *(_attempt(call, [value]) for value, _ in members), return_exceptions=False
+        )
+        survivors: list[tuple[Any, list[int]]] = []
+        for (value, member_sources), error in zip(members, alone, strict=True):
+            if error is None:
+                survivors.append((value, member_sources))
+            else:
+                reporter.item_error(self.name, member_sources, error, "skip_item")
+        if not survivors:
+            return SKIPPED, []
+        kept = sorted({s for _, member_sources in survivors for s in member_sources})
+        try:
+            return await _resolve(call([value for value, _ in survivors])), kept
+        except Exception as again:
+            for _, member_sources in survivors:
+                reporter.item_error(self.name, member_sources, again, "skip_item")
+            return SKIPPED, []
+
+    async def _retry_only(self, exc: Exception, call: Callable[[Any], Any], item: Any) -> Any:
+        attempt = 1
+        while attempt < self.retry.max_attempts:
+            await _sleep(self.retry.delay_after(attempt))
+            attempt += 1
+            try:
+                return await _resolve(call(item))
+            except Exception as again:
+                exc = again
+        raise exc
+
+    async def iterate(
+        self,
+        start: Callable[[Any], Any],
+        item: Any,
+        sources: list[int],
+        reporter: Reporter,
+        first: Any = None,
+    ) -> AsyncIterator[Any]:
+        """Values of a generator task, retried while it has yielded nothing.
+
+        `first` is the generator already started by the run's first attempt, if any.
+        """
+        attempt = 0
+        while True:
+            attempt += 1
+            gen = first if first is not None else start(item)
+            first = None
+            produced = 0
+            try:
+                if inspect.isasyncgen(gen):
+                    async for value in gen:
+                        produced += 1
+                        yield value
+                else:
+                    for value in gen:
+                        produced += 1
+                        yield value
+                return
+            except Exception as exc:
+                if produced == 0 and attempt < self.retry.max_attempts:
+                    await _sleep(self.retry.delay_after(attempt))
+                    continue
+                value = await self.give_up(exc, item, sources, attempt, reporter)
+                if value is not SKIPPED:
+                    yield value
+                return
+
+
+async def _resolve(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
+async def _attempt(call: Callable[[Any], Any], item: Any) -> Exception | None:
+    try:
+        await _resolve(call(item))
+    except Exception as exc:
+        return exc
+    return None
+
+
+def check_on_error(on_error: str, batch: bool) -> OnError:
+    allowed = ON_ERROR_CHOICES if batch else ("fail", "skip_item")
+    if on_error not in allowed:
+        kind = "batch" if batch else "single"
+        raise ValueError(f"on_error must be one of {allowed} for a {kind} task, got {on_error!r}")
+    return on_error  # type: ignore[return-value]
+

@@ -1,0 +1,563 @@
+"""The run scheduler: one run of a pipeline over one input, as one structured unit.
+
+The stages are cut into segments: a segment starts at the source or at a batch or stream task
+and goes on through the single tasks after it. Each segment has a queue of work, a pool of
+worker tasks that grows only while every worker is waiting on a call, a sequencer (ordering,
+see `_ordering`) and, between segments, a batcher (see `_batching`). All tasks of a run live in
+one TaskGroup owned by a driver task; the consumer reads events from the driver through a
+channel. At most `max_in_flight` input items are admitted and not yet delivered: that bound is
+where a slow consumer slows the source.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import math
+import time
+import types
+import uuid
+from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Generator, Iterable, Sequence
+from typing import Any
+
+from ._batching import Batcher, Member
+from ._context import PipelineContext, _current
+from ._errors import InvalidRunError
+from ._events import (
+    EndEvent,
+    Event,
+    ItemErrorEvent,
+    ResultEvent,
+    RunErrorEvent,
+    RunStats,
+    describe_error,
+)
+from ._ordering import ImmediateSequencer, OrderedSequencer, Sequencer, Slot
+from ._policy import SKIPPED, StagePolicy
+from ._stage import Stage, StreamTask
+from ._tasks import BatchTask, Task
+
+__all__ = ["DEFAULT_MAX_IN_FLIGHT", "MODES", "Run"]
+
+logger = logging.getLogger("conveyor_core")
+
+DEFAULT_MAX_IN_FLIGHT = 4096
+MODES = ("ordered", "as_completed")
+_FAIRNESS_STREAK = 64  # calls a worker runs without suspending before it lets others run
+
+StageTimer = Callable[[str, float], None]
+Work = tuple[int, Any, list[int], Slot | None]
+
+
+@types.coroutine
+def _eager(coro: Any, segment: _Segment) -> Generator[Any, Any, bool]:
+    """Run `coro` to completion inside the calling task; tell `segment` if it had to wait.
+
+    Returns True if the coroutine suspended at least once.
+    """
+    try:
+        yielded = coro.send(None)
+    except StopIteration:
+        return False
+    segment.suspended()
+    while True:
+        try:
+            sent = yield yielded
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as exc:
+            try:
+                yielded = coro.throw(exc)
+            except StopIteration:
+                return True
+        else:
+            try:
+                yielded = coro.send(sent)
+            except StopIteration:
+                return True
+
+
+class _StageRun:
+    """A task as one run uses it: its resolved call and its concurrency state."""
+
+    __slots__ = (
+        "name",
+        "call",
+        "policy",
+        "limit",
+        "active",
+        "parked",
+        "is_batch",
+        "is_gen",
+        "is_coroutine",
+    )
+
+    def __init__(self, task: Task, call: Callable[[Any], Any]) -> None:
+        self.name = task.name
+        self.call = call
+        self.policy: StagePolicy = task.policy
+        self.limit = task.concurrency_limit
+        self.active = 0
+        self.parked: deque[Work] = deque()
+        self.is_batch = isinstance(task, BatchTask)
+        self.is_gen = task.is_gen or task.is_async_gen
+        self.is_coroutine = task.is_coroutine and not task.run_in_thread
+
+
+class _Segment:
+    """A run of stages that share one work queue, worker pool and sequencer."""
+
+    def __init__(self, head: Stage | None, spawn: Callable[[_Segment], None]) -> None:
+        self.head = head
+        self.stages: list[_StageRun] = []
+        self.queue: deque[Work] = deque()
+        self.runnable = 0
+        self.spawn = spawn
+        self.sequencer: Sequencer
+        self.batcher: Batcher | None = None
+        self.inbox: deque[Member | None] = deque()  # stream heads only
+        self.inbox_waiter: asyncio.Future[None] | None = None
+        self.inbox_open = True
+
+    def suspended(self) -> None:
+        """A worker of this segment waits on a call: make sure the queue keeps moving."""
+        self.runnable -= 1
+        if self.queue and not self.runnable:
+            self.runnable = 1
+            self.spawn(self)
+
+
+class Run:
+    """One execution of a pipeline's stages over `data`; consume it with `events()`."""
+
+    def __init__(
+        self,
+        stages: Sequence[Stage],
+        data: Any,
+        *,
+        mode: str = "ordered",
+        max_in_flight: int | None = None,
+        stage_timer: StageTimer | None = None,
+    ) -> None:
+        if mode not in MODES:
+            raise InvalidRunError(f"mode must be 'ordered' or 'as_completed', got {mode!r}")
+        if isinstance(data, (str, bytes)) or not isinstance(data, (AsyncIterable, Iterable)):
+            raise InvalidRunError(
+                f"data must be an iterable or async iterable of items, got {type(data).__name__}"
+            )
+        needed = math.prod(s.max_size for s in stages if isinstance(s, BatchTask))
+        if max_in_flight is None:
+            max_in_flight = max(DEFAULT_MAX_IN_FLIGHT, needed)
+        elif not isinstance(max_in_flight, int) or max_in_flight < needed or max_in_flight < 1:
+            raise InvalidRunError(
+                f"max_in_flight must be an int >= {needed} (the product of the batch sizes, "
+                f"so that partial batches cannot hold every admitted item), got {max_in_flight!r}"
+            )
+        self._stages = tuple(stages)
+        self._data = data
+        self._mode = mode
+        self._limit = max_in_flight
+        self._timer = stage_timer
+        self.context = PipelineContext(uuid.uuid4().hex, mode, max_in_flight)
+        self.stats = RunStats()
+        self._seq = 0
+        self._events: deque[Event] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._failure: tuple[str | None, BaseException] | None = None
+        self._live: dict[int, int] = {}
+        self._in_flight = 0
+        self._room: asyncio.Future[None] | None = None
+        self._tg: asyncio.TaskGroup | None = None
+        self._started = 0.0
+
+    # -- the consumer's side ------------------------------------------------------------------
+
+    async def events(self) -> AsyncIterator[Event]:
+        """Run, yielding results and item errors as they come, then error (if any) and end."""
+        loop = asyncio.get_running_loop()
+        driver = loop.create_task(self._drive())
+        driver.add_done_callback(lambda _: self._wake())
+        try:
+            while True:
+                while not self._events:
+                    if driver.done():
+                        driver.result()
+                        raise RuntimeError("conveyor run ended without an end event")
+                    self._waiter = loop.create_future()
+                    await self._waiter
+                event = self._events.popleft()
+                if type(event) is ResultEvent:
+                    self._release(event.sources)
+                yield event
+                if type(event) is EndEvent:
+                    return
+        finally:
+            if not driver.done():
+                driver.cancel()
+            await asyncio.wait({driver})
+
+    def _push(self, event: Event) -> None:
+        self._events.append(event)
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _next_seq(self) -> int:
+        seq = self._seq
+        self._seq += 1
+        return seq
+
+    # -- the reporter the error policy talks to --------------------------------------------
+
+    def item_error(self, stage: str, sources: list[int], exc: BaseException, action: str) -> None:
+        if action != "handled":
+            self.stats.skipped += 1
+        logger.warning("%s: %s on sources %s: %s", stage, action, sources, describe_error(exc))
+        self._push(
+            ItemErrorEvent(
+                self._next_seq(), stage, sources, describe_error(exc), action, exc  # type: ignore[arg-type]
+            )
+        )
+
+    def fail(self, stage: str | None, exc: BaseException) -> None:
+        if self._failure is None:
+            self._failure = (stage, exc)
+
+    # -- the driver ---------------------------------------------------------------------------
+
+    async def _drive(self) -> None:
+        _current.set(self.context)
+        self._started = time.perf_counter()
+        try:
+            segments = await self._prepare()
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                tg.create_task(self._feed(segments[0]))
+                for segment in segments:
+                    if isinstance(segment.head, StreamTask):
+                        tg.create_task(self._run_stream(segment))
+        except Exception as error:
+            stage, exc = self._failure or (None, _first_error(error))
+            self.stats.elapsed_s = time.perf_counter() - self._started
+            self._push(RunErrorEvent(self._next_seq(), stage, describe_error(exc), exc))
+            self._push(EndEvent(self._next_seq(), "failed", self.stats))
+            return
+        self.stats.elapsed_s = time.perf_counter() - self._started
+        self._push(EndEvent(self._next_seq(), "succeeded", self.stats))
+
+    async def _prepare(self) -> list[_Segment]:
+        segments = [_Segment(None, self._spawn)]
+        for stage in self._stages:
+            if stage.kind != "single":
+                segments.append(_Segment(stage, self._spawn))
+            if isinstance(stage, Task):
+                try:
+                    args, kwargs = await stage.resolve_inputs()
+                except Exception as exc:
+                    self.fail(stage.name, exc)
+                    raise
+                segments[-1].stages.append(_StageRun(stage, stage.make_call(args, kwargs)))
+        ordered = self._mode == "ordered"
+        sequencer = OrderedSequencer if ordered else ImmediateSequencer
+        for index, segment in enumerate(segments):
+            after = segments[index + 1] if index + 1 < len(segments) else None
+            emit, close = self._entry(after)
+            segment.sequencer = sequencer(emit, close)
+        return segments
+
+    def _entry(self, segment: _Segment | None) -> tuple[Callable[[Any, list[int]], None], Any]:
+        """How values enter `segment` (None: the consumer), and how its input is closed."""
+        if segment is None:
+            return self._deliver, lambda: None
+        head = segment.head
+        if isinstance(head, BatchTask):
+            batcher = Batcher(
+                head.max_size,
+                head.min_size,
+                head.max_wait,
+                lambda members: self._release_batch(segment, members),
+                lambda members: self._drop(head.name, members),
+                lambda: segment.sequencer.close(),
+            )
+            segment.batcher = batcher
+            return batcher.add, batcher.close
+        return (
+            lambda value, sources: self._to_inbox(segment, (value, sources)),
+            lambda: self._to_inbox(segment, None),
+        )
+
+    # -- input ------------------------------------------------------------------------------
+
+    async def _feed(self, segment: _Segment) -> None:
+        data = self._data
+        try:
+            if isinstance(data, AsyncIterable):
+                async for item in data:
+                    if self._in_flight >= self._limit:
+                        await self._wait_for_room()
+                    self._admit(segment, item)
+            else:
+                for item in data:
+                    if self._in_flight >= self._limit:
+                        await self._wait_for_room()
+                    self._admit(segment, item)
+        except Exception as exc:
+            self.fail(None, exc)
+            raise
+        segment.sequencer.close()
+
+    def _admit(self, segment: _Segment, item: Any) -> None:
+        index = self.stats.inputs
+        self.stats.inputs = index + 1
+        self._live[index] = 1
+        self._in_flight += 1
+        self._dispatch(segment, (0, item, [index], segment.sequencer.new_slot()))
+
+    async def _wait_for_room(self) -> None:
+        while self._in_flight >= self._limit:
+            self._room = asyncio.get_running_loop().create_future()
+            await self._room
+
+    # -- the budget of items in flight ------------------------------------------------------
+
+    def _retain(self, sources: list[int], count: int = 1) -> None:
+        live = self._live
+        for source in sources:
+            held = live.get(source, 0)
+            if not held:
+                self._in_flight += 1
+            live[source] = held + count
+
+    def _release(self, sources: list[int]) -> None:
+        live = self._live
+        for source in sources:
+            held = live[source] - 1
+            if held:
+                live[source] = held
+            else:
+                del live[source]
+                self._in_flight -= 1
+        room = self._room
+        if room is not None and self._in_flight < self._limit and not room.done():
+            room.set_result(None)
+
+    # -- workers ------------------------------------------------------------------------------
+
+    def _spawn(self, segment: _Segment) -> None:
+        assert self._tg is not None
+        self._tg.create_task(self._worker(segment))
+
+    def _dispatch(self, segment: _Segment, work: Work) -> None:
+        segment.queue.append(work)
+        if not segment.runnable:
+            segment.runnable = 1
+            self._spawn(segment)
+
+    async def _worker(self, segment: _Segment) -> None:
+        queue = segment.queue
+        streak = 0
+        while queue:
+            index, value, sources, slot = queue.popleft()
+            if await _eager(self._process(segment, index, value, sources, slot), segment):
+                segment.runnable += 1
+                streak = 0
+            else:
+                streak += 1
+                if streak >= _FAIRNESS_STREAK:
+                    streak = 0
+                    await asyncio.sleep(0)
+        segment.runnable -= 1
+
+    async def _process(
+        self, segment: _Segment, index: int, value: Any, sources: list[int], slot: Slot | None
+    ) -> None:
+        """Carry one value through the segment's stages, from stage `index` on."""
+        stages = segment.stages
+        sequencer = segment.sequencer
+        while index < len(stages):
+            stage = stages[index]
+            if stage.limit is not None:
+                if stage.active >= stage.limit:
+                    stage.parked.append((index, value, sources, slot))
+                    return
+                stage.active += 1
+            started = time.perf_counter() if self._timer is not None else 0.0
+            try:
+                if stage.is_gen:
+                    await self._fan_out_stream(segment, index, value, sources, slot)
+                    return
+                if stage.is_batch:
+                    result, sources = await self._call_batch(stage, value, sources)
+                else:
+                    try:
+                        result = stage.call(value)
+                        if stage.is_coroutine or inspect.isawaitable(result):
+                            result = await result
+                    except Exception as exc:
+                        result = await stage.policy.recover(exc, stage.call, value, sources, self)
+            finally:
+                if self._timer is not None:
+                    self._timer(stage.name, time.perf_counter() - started)
+                if stage.limit is not None:
+                    stage.active -= 1
+                    if stage.parked:
+                        self._dispatch(segment, stage.parked.popleft())
+            index += 1
+            if result is None or result is SKIPPED:
+                self._release(sources)
+                sequencer.resolve_empty(slot)
+                return
+            if type(result) is list:
+                result = [item for item in result if item is not None]
+                if not result:
+                    self._release(sources)
+                    sequencer.resolve_empty(slot)
+                    return
+                if len(result) > 1:
+                    self._retain(sources, len(result) - 1)
+                    cursor = slot
+                    for item in result[1:]:
+                        cursor = sequencer.insert_after(cursor)
+                        self._dispatch(segment, (index, item, sources, cursor))
+                result = result[0]
+            elif inspect.isgenerator(result) or inspect.isasyncgen(result):
+                await self._fan_out_stream(segment, index - 1, value, sources, slot, result)
+                return
+            value = result
+        sequencer.resolve(slot, value, sources)
+
+    async def _call_batch(
+        self, stage: _StageRun, members: list[Member], sources: list[int]
+    ) -> tuple[Any, list[int]]:
+        batch = [value for value, _ in members]
+        try:
+            result = stage.call(batch)
+            if stage.is_coroutine or inspect.isawaitable(result):
+                result = await result
+            return result, sources
+        except Exception as exc:
+            result, kept = await stage.policy.recover_batch(
+                exc, stage.call, members, sources, self
+            )
+        if result is SKIPPED:
+            return result, sources
+        self._retain(kept)
+        self._release(sources)
+        return result, kept
+
+    async def _fan_out_stream(
+        self,
+        segment: _Segment,
+        index: int,
+        value: Any,
+        sources: list[int],
+        slot: Slot | None,
+        started: Any = None,
+    ) -> None:
+        """Stage `index` yields several values over time: each goes on as it is yielded."""
+        stage = segment.stages[index]
+        item = [member for member, _ in value] if stage.is_batch else value
+        sequencer = segment.sequencer
+        cursor = slot
+        async for result in stage.policy.iterate(stage.call, item, sources, self, started):
+            if result is None:
+                continue
+            following = sequencer.insert_after(cursor)
+            self._retain(sources)
+            self._dispatch(segment, (index + 1, result, sources, cursor))
+            cursor = following
+        self._release(sources)
+        sequencer.resolve_empty(cursor)
+
+    # -- between segments ------------------------------------------------------------------
+
+    def _release_batch(self, segment: _Segment, members: list[Member]) -> None:
+        if len(members) == 1:
+            sources = members[0][1]
+        else:
+            sources = sorted({source for _, member in members for source in member})
+            self._retain(sources)
+            for _, member in members:
+                self._release(member)
+        self._dispatch(segment, (0, members, sources, segment.sequencer.new_slot()))
+
+    def _drop(self, stage: str, members: list[Member]) -> None:
+        self.stats.dropped += len(members)
+        dropped = sorted({source for _, member in members for source in member})
+        logger.warning("%s: dropped %d remainder item(s) below min_size: sources %s",
+                       stage, len(members), dropped)
+        for _, member in members:
+            self._release(member)
+
+    def _deliver(self, value: Any, sources: list[int]) -> None:
+        self.stats.results += 1
+        self._push(ResultEvent(self._next_seq(), value, sources))
+
+    # -- stream stages ---------------------------------------------------------------------
+
+    def _to_inbox(self, segment: _Segment, member: Member | None) -> None:
+        if not segment.inbox_open:
+            if member is not None:
+                self._release(member[1])
+            return
+        segment.inbox.append(member)
+        waiter = segment.inbox_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _inbox(self, segment: _Segment, seen: list[list[int]]) -> AsyncIterator[Any]:
+        loop = asyncio.get_running_loop()
+        while True:
+            while not segment.inbox:
+                segment.inbox_waiter = loop.create_future()
+                await segment.inbox_waiter
+            member = segment.inbox.popleft()
+            if member is None:
+                return
+            value, sources = member
+            seen.append(sources)
+            self._release(sources)
+            yield value
+
+    async def _run_stream(self, segment: _Segment) -> None:
+        head = segment.head
+        assert isinstance(head, StreamTask)
+        seen: list[list[int]] = []
+        sequencer = segment.sequencer
+        try:
+            async for value, positions in head.process_stream(
+                self._inbox(segment, seen), self._mode
+            ):
+                try:
+                    sources = sorted({s for p in positions for s in seen[p]})
+                except (IndexError, TypeError):
+                    raise InvalidRunError(
+                        f"stream task {head.name} gave positions {positions!r}: each must index "
+                        f"the {len(seen)} item(s) it received so far"
+                    ) from None
+                if value is None:
+                    continue
+                self._retain(sources)
+                self._dispatch(segment, (0, value, sources, sequencer.new_slot()))
+        except Exception as exc:
+            self.fail(head.name, exc)
+            raise
+        finally:
+            segment.inbox_open = False
+            for member in segment.inbox:
+                if member is not None:
+                    self._release(member[1])
+            segment.inbox.clear()
+        sequencer.close()
+
+
+def _first_error(error: BaseException) -> BaseException:
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error

@@ -1,0 +1,88 @@
+"""What every stage shares: composition with `|` and running on data."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from ._events import Event
+    from ._pipeline import AsyncStream, Pipeline
+
+__all__ = ["Runnable", "Stage", "StreamTask"]
+
+
+class Runnable:
+    """Composes with `|` (nothing runs) and runs when called on data."""
+
+    def as_pipeline(self) -> Pipeline:
+        raise NotImplementedError
+
+    def __or__(self, other: object) -> Pipeline:
+        from ._pipeline import Pipeline
+
+        if not isinstance(other, Runnable):
+            return NotImplemented
+        return Pipeline(self, other)
+
+    def __call__(self, data: Any, **options: Any) -> AsyncStream:
+        return self.as_pipeline()(data, **options)
+
+    def as_completed(self, data: Any, **options: Any) -> AsyncStream:
+        """Run on `data`, yielding results in completion order."""
+        return self.as_pipeline().as_completed(data, **options)
+
+    def with_execution_mode(self, mode: str) -> Pipeline:
+        """A pipeline of this that runs in `mode` ("ordered" or "as_completed") by default."""
+        return self.as_pipeline().with_execution_mode(mode)
+
+    def events(self, data: Any, **options: Any) -> AsyncIterator[Event]:
+        """Run on `data`, yielding the run's events (see `Pipeline.events`)."""
+        return self.as_pipeline().events(data, **options)
+
+
+class Stage(Runnable):
+    """One step of a pipeline: a single task, a batch task or a stream task."""
+
+    kind: ClassVar[str]
+    name: str
+
+    def as_pipeline(self) -> Pipeline:
+        from ._pipeline import Pipeline
+
+        return Pipeline(self)
+
+    @property
+    def input_type(self) -> Any:
+        return Any
+
+    @property
+    def output_type(self) -> Any:
+        return Any
+
+    @property
+    def description(self) -> str | None:
+        return None
+
+
+class StreamTask(Stage):
+    """A stage that turns the whole stream of its items into a stream of results.
+
+    Subclasses implement `process_stream`, an async generator that receives the stage's items as
+    they arrive and yields `(value, positions)`: `positions` are 0-based indices into the items
+    this stage received, from which the engine derives each result's `sources`. The run's mode
+    ("ordered" or "as_completed") is passed along. Errors it raises fail the run.
+    """
+
+    kind: ClassVar[str] = "stream"
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def process_stream(
+        self, items: AsyncIterator[Any], mode: str
+    ) -> AsyncIterator[tuple[Any, list[int]]]:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name}>"

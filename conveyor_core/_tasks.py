@@ -1,0 +1,348 @@
+"""Single and batch tasks: the decorators, their options, side inputs and calling conventions."""
+
+from __future__ import annotations
+
+import asyncio
+import collections.abc as cabc
+import copy
+import functools
+import inspect
+import types
+import typing
+from collections.abc import AsyncIterator, Callable
+from typing import Any, ClassVar
+
+from ._errors import PipelineDefinitionError
+from ._policy import ErrorHandler, RetryConfig, StagePolicy, check_on_error
+from ._stage import Stage
+
+__all__ = ["BatchTask", "SingleTask", "Task", "batch_task", "single_task"]
+
+_UNRESOLVED = object()
+
+
+class Task(Stage):
+    """A function applied by a pipeline: to each item (`SingleTask`) or to batches (`BatchTask`).
+
+    Options shared by both kinds:
+    `on_error` ("fail", "skip_item", "skip_batch" for batches), `retry_attempts` (attempts in all),
+    `retry_delay`, `retry_exponential_backoff`, `retry_max_delay` (or `retry_config`),
+    `error_handler`, `task_name`, `concurrency_limit` (calls at once within a run) and
+    `run_in_thread` (run a blocking sync function in a worker thread).
+    """
+
+    kind: ClassVar[str]
+
+    def __init__(
+        self,
+        func: Callable[..., Any],
+        *,
+        on_error: str = "fail",
+        retry_attempts: int = 1,
+        retry_delay: float = 0.0,
+        retry_exponential_backoff: bool = True,
+        retry_max_delay: float = 60.0,
+        retry_config: RetryConfig | None = None,
+        error_handler: ErrorHandler | None = None,
+        task_name: str | None = None,
+        concurrency_limit: int | None = None,
+        run_in_thread: bool = False,
+    ) -> None:
+        if not callable(func):
+            raise PipelineDefinitionError(f"a task needs a callable, got {func!r}")
+        if concurrency_limit is not None and (
+            not isinstance(concurrency_limit, int) or concurrency_limit < 1
+        ):
+            raise ValueError(f"concurrency_limit must be an int >= 1, got {concurrency_limit!r}")
+        if error_handler is not None and not hasattr(error_handler, "handle_error"):
+            raise PipelineDefinitionError("error_handler must have a handle_error method")
+        self.func = func
+        self.name = task_name or getattr(func, "__name__", type(func).__name__)
+        retry = retry_config or RetryConfig(
+            retry_attempts, retry_delay, retry_exponential_backoff, retry_max_delay
+        )
+        self.policy = StagePolicy(
+            self.name, check_on_error(on_error, self.kind == "batch"), retry, error_handler
+        )
+        self.concurrency_limit = concurrency_limit
+        self.run_in_thread = run_in_thread
+        self.is_async_gen = inspect.isasyncgenfunction(func)
+        self.is_gen = inspect.isgeneratorfunction(func)
+        self.is_coroutine = _is_coroutine_function(func)
+        if run_in_thread and (self.is_coroutine or self.is_async_gen):
+            raise PipelineDefinitionError("run_in_thread is for plain (blocking) functions")
+        self._instance: Any = None
+        self._args: tuple[Any, ...] = ()
+        self._kwargs: dict[str, Any] = {}
+        self._resolved: Any = _UNRESOLVED
+        self._attr_name: str | None = None
+        functools.update_wrapper(self, func, updated=())  # type: ignore[arg-type]
+
+    # -- binding: methods and side inputs -------------------------------------------------
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._attr_name = name
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        if instance is None:
+            return self
+        bound = self._copy()
+        bound._instance = instance
+        if self._attr_name is not None:
+            try:
+                instance.__dict__[self._attr_name] = bound
+            except (AttributeError, TypeError):
+                pass
+        return bound
+
+    def with_inputs(self, *args: Any, **kwargs: Any) -> Task:
+        """A copy of this task whose function also receives these side inputs after the item.
+
+        Values are passed as they are; a coroutine is awaited once, an `AsyncStream` gives its
+        first item, and a raw async iterator is passed through, safe to consume concurrently.
+        """
+        bound = self._copy()
+        bound._args = self._args + tuple(_share(a) for a in args)
+        bound._kwargs = {**self._kwargs, **{k: _share(v) for k, v in kwargs.items()}}
+        bound._resolved = _UNRESOLVED
+        return bound
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Bind side inputs if the function still needs them, else run on the data given."""
+        if self._missing_arguments() > 0:
+            return self.with_inputs(*args, **kwargs)
+        return super().__call__(*args, **kwargs)
+
+    def _copy(self) -> Task:
+        clone = copy.copy(self)
+        clone._resolved = _UNRESOLVED
+        return clone
+
+    def _signature(self) -> inspect.Signature | None:
+        try:
+            return inspect.signature(self.func)
+        except (TypeError, ValueError):
+            return None
+
+    def _missing_arguments(self) -> int:
+        signature = self._signature()
+        if signature is None:
+            return 0
+        params = list(signature.parameters.values())
+        skip = 2 if self._instance is not None else 1
+        missing = 0
+        positional = len(self._args)
+        for param in params[skip:]:
+            if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+                continue
+            if param.default is not param.empty or param.name in self._kwargs:
+                continue
+            if param.kind is not param.KEYWORD_ONLY and positional > 0:
+                positional -= 1
+                continue
+            missing += 1
+        return missing
+
+    async def resolve_inputs(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The side inputs as the function receives them (awaited once, then kept)."""
+        if self._resolved is _UNRESOLVED:
+            args = [await _resolve_side_input(a) for a in self._args]
+            kwargs = {k: await _resolve_side_input(v) for k, v in self._kwargs.items()}
+            self._resolved = (tuple(args), kwargs)
+        resolved: tuple[tuple[Any, ...], dict[str, Any]] = self._resolved
+        return resolved
+
+    def make_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Callable[[Any], Any]:
+        """A one-argument callable applying the function to an item (or batch)."""
+        func = self.func
+        if self._instance is not None:
+            func = types.MethodType(func, self._instance)
+        if self.run_in_thread:
+            thread_func = functools.partial(func, **kwargs) if kwargs else func
+
+            def in_thread(item: Any) -> Any:
+                return asyncio.to_thread(thread_func, item, *args)
+
+            return in_thread
+        if kwargs:
+            return lambda item: func(item, *args, **kwargs)
+        if args:
+            return lambda item: func(item, *args)
+        return func
+
+    # -- description and types --------------------------------------------------------------
+
+    @property
+    def description(self) -> str | None:
+        doc = inspect.getdoc(self.func)
+        return doc.split("\n\n")[0].strip() if doc else None
+
+    def _hints(self) -> dict[str, Any]:
+        try:
+            return typing.get_type_hints(self.func)
+        except Exception:
+            return {}
+
+    def _item_annotation(self) -> Any:
+        signature = self._signature()
+        if signature is None:
+            return Any
+        params = list(signature.parameters.values())
+        index = 1 if _looks_like_method(self.func, params) else 0
+        if len(params) <= index:
+            return Any
+        return self._hints().get(params[index].name, Any)
+
+    @property
+    def output_type(self) -> Any:
+        annotation = self._hints().get("return", Any)
+        annotation = _strip_none(annotation)
+        if self.is_gen or self.is_async_gen:
+            return _first_arg(annotation)
+        origin = typing.get_origin(annotation)
+        if origin in (list, cabc.Iterator, cabc.AsyncIterator, cabc.Generator, cabc.AsyncGenerator):
+            return _first_arg(annotation)
+        return annotation
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name}>"
+
+
+class SingleTask(Task):
+    """Applies its function to each item: `@single_task` or `@single_task(**options)`."""
+
+    kind: ClassVar[str] = "single"
+
+    @property
+    def input_type(self) -> Any:
+        return self._item_annotation()
+
+
+class BatchTask(Task):
+    """Applies its function to lists of items: `@batch_task(max_size=N, min_size=M, max_wait=S)`.
+
+    A batch holds at most `max_size` items. A partial batch is flushed when `max_wait` seconds
+    passed since its first item (once it holds `min_size` items), and when the input ends if it
+    holds at least `min_size` items; a smaller remainder is dropped and counted.
+    """
+
+    kind: ClassVar[str] = "batch"
+
+    def __init__(
+        self,
+        func: Callable[..., Any],
+        *,
+        max_size: int = 10,
+        min_size: int = 1,
+        max_wait: float | None = None,
+        **options: Any,
+    ) -> None:
+        if not isinstance(max_size, int) or max_size < 1:
+            raise ValueError(f"max_size must be an int >= 1, got {max_size!r}")
+        if not isinstance(min_size, int) or not 1 <= min_size <= max_size:
+            raise ValueError(f"min_size must be an int from 1 to max_size, got {min_size!r}")
+        if max_wait is not None and not max_wait > 0:
+            raise ValueError(f"max_wait must be a number of seconds > 0, got {max_wait!r}")
+        super().__init__(func, **options)
+        self.max_size = max_size
+        self.min_size = min_size
+        self.max_wait = max_wait
+
+    @property
+    def input_type(self) -> Any:
+        annotation = self._item_annotation()
+        if typing.get_origin(annotation) in (list, cabc.Sequence, cabc.Iterable):
+            return _first_arg(annotation)
+        return Any
+
+
+def single_task(func: Callable[..., Any] | None = None, **options: Any) -> Any:
+    """Declare a task that processes one item at a time."""
+    if func is None:
+        return lambda f: SingleTask(f, **options)
+    return SingleTask(func, **options)
+
+
+def batch_task(func: Callable[..., Any] | None = None, **options: Any) -> Any:
+    """Declare a task that processes lists of items (see `BatchTask`)."""
+    if func is None:
+        return lambda f: BatchTask(f, **options)
+    return BatchTask(func, **options)
+
+
+# -- side inputs ------------------------------------------------------------------------------
+
+
+class _SharedIterator:
+    """An async iterator that concurrent calls may consume: one `__anext__` at a time."""
+
+    def __init__(self, iterator: AsyncIterator[Any]) -> None:
+        self._iterator = iterator
+        self._lock = asyncio.Lock()
+
+    def __aiter__(self) -> _SharedIterator:
+        return self
+
+    async def __anext__(self) -> Any:
+        async with self._lock:
+            return await self._iterator.__anext__()
+
+
+class _Once:
+    """A coroutine side input, awaited the first time a run needs it."""
+
+    def __init__(self, awaitable: cabc.Awaitable[Any]) -> None:
+        self._awaitable = awaitable
+        self._value: Any = _UNRESOLVED
+
+    async def get(self) -> Any:
+        if self._value is _UNRESOLVED:
+            self._value = await self._awaitable
+        return self._value
+
+
+def _share(value: Any) -> Any:
+    from ._pipeline import AsyncStream
+
+    if isinstance(value, AsyncStream):
+        return _Once(value.first())
+    if inspect.isawaitable(value):
+        return _Once(value)
+    if isinstance(value, cabc.AsyncIterator):
+        return _SharedIterator(value)
+    return value
+
+
+async def _resolve_side_input(value: Any) -> Any:
+    return await value.get() if isinstance(value, _Once) else value
+
+
+# -- small helpers ------------------------------------------------------------------------------
+
+
+def _is_coroutine_function(func: Any) -> bool:
+    if inspect.iscoroutinefunction(func):
+        return True
+    call = getattr(func, "__call__", None)  # noqa: B004
+    return call is not None and inspect.iscoroutinefunction(call)
+
+
+def _looks_like_method(func: Any, params: list[inspect.Parameter]) -> bool:
+    return bool(params) and params[0].name in ("self", "cls") and "." in getattr(
+        func, "__qualname__", ""
+    )
+
+
+def _first_arg(annotation: Any) -> Any:
+    args = typing.get_args(annotation)
+    return args[0] if args else Any
+
+
+def _strip_none(annotation: Any) -> Any:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        rest = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(rest) == 1:
+            return rest[0]
+        if rest:
+            return typing.Union[tuple(rest)]  # noqa: UP007
+    return annotation
