@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Literal
 from urllib.parse import quote
@@ -100,7 +100,7 @@ class ConveyorClient:
 
     async def events(
         self, pipeline: str, items: Items, mode: Mode = "ordered"
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncGenerator[dict[str, Any], None]:
         """The run's events as dicts with their `type`, `end` last; errors arrive as events."""
         path = f"/pipelines/{_q(pipeline)}/stream"
         if isinstance(items, AsyncIterable):
@@ -113,7 +113,7 @@ class ConveyorClient:
 
     async def stream(
         self, pipeline: str, items: Items, mode: Mode = "ordered"
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncGenerator[Any, None]:
         """The run's values as they come; an `error` event raises `RemoteRunError`."""
         events = self.events(pipeline, items, mode)
         async with contextlib.aclosing(events):
@@ -143,7 +143,7 @@ class ConveyorClient:
 
     async def _event_stream(
         self, method: str, path: str, *, headers: Mapping[str, str] | None = None, **kwargs: Any
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncGenerator[dict[str, Any], None]:
         headers = {"accept": _SSE, **(headers or {})}
         try:
             async with self._http.stream(
@@ -161,7 +161,7 @@ class ConveyorClient:
 
     async def _upload(
         self, path: str, items: AsyncIterable[Any], mode: str
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncGenerator[dict[str, Any], None]:
         headers = {**self._auth, "accept": _SSE, "content-type": _NDJSON}
         url = f"{self.base_url}{path}?mode={_q(mode)}"
         async with duplex_post(
@@ -212,7 +212,7 @@ class Job:
                     return event
         raise ServiceConnectionError(f"job {self.id}: no end event")  # pragma: no cover
 
-    async def events(self, after: int | None = None) -> AsyncIterator[dict[str, Any]]:
+    async def events(self, after: int | None = None) -> AsyncGenerator[dict[str, Any], None]:
         """The job's events after seq `after` (from the start if None), each exactly once.
 
         A dropped connection is resumed with `Last-Event-ID` after a backoff; after

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import ssl
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from typing import cast
 from urllib.parse import urlsplit
 
 import h11
@@ -130,7 +131,7 @@ async def _next_event(
     while True:
         event = conn.next_event()
         if event is not h11.NEED_DATA:
-            return event
+            return cast(h11.Event | type[h11.PAUSED], event)
         try:
             data = await reader.read(_READ_SIZE)
         except OSError as exc:
