@@ -23,10 +23,10 @@ from ._stage import Stage, StreamTask
 from ._tasks import BatchTask, SingleTask, Task, batch_task, single_task
 
 __all__ = [
-    "DEFAULT_MAX_IN_FLIGHT",
     "AsyncStream",
     "BatchTask",
     "ConveyorError",
+    "DEFAULT_MAX_IN_FLIGHT",
     "EndEvent",
     "ErrorHandler",
     "Event",

@@ -1,9 +1,9 @@
 """Exceptions of conveyor_core.
 
-    ConveyorError                      base of every error this project raises itself
-    ├── PipelineDefinitionError        a task or pipeline was declared or composed wrongly (also TypeError)
-    ├── InvalidRunError                a run was started with bad arguments (also ValueError)
-    └── StreamConsumedError            an AsyncStream was iterated a second time (also RuntimeError)
+    ConveyorError               base of every error this project raises itself
+    ├── PipelineDefinitionError a task or pipeline declared or composed wrongly (a TypeError)
+    ├── InvalidRunError         a run started with bad arguments (a ValueError)
+    └── StreamConsumedError     an AsyncStream iterated a second time (a RuntimeError)
 
 The client (`conveyor_core.client`) adds its own errors under `ConveyorError`.
 

@@ -106,16 +106,16 @@ class ImmediateSequencer:
     def new_slot(self) -> None:
         self._pending += 1
 
-    def insert_after(self, slot: None) -> None:
+    def insert_after(self, slot: Slot | None) -> None:
         self._pending += 1
 
-    def resolve(self, slot: None, value: Any, sources: list[int]) -> None:
+    def resolve(self, slot: Slot | None, value: Any, sources: list[int]) -> None:
         self._pending -= 1
         self._emit(value, sources)
         if self._closed and not self._pending:
             self._close_downstream()
 
-    def resolve_empty(self, slot: None) -> None:
+    def resolve_empty(self, slot: Slot | None) -> None:
         self._pending -= 1
         if self._closed and not self._pending:
             self._close_downstream()

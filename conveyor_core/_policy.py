@@ -110,11 +110,11 @@ class LoggingErrorHandler(ErrorHandler):
 class Reporter(Protocol):
     """What the policy tells the run: an item error it absorbed, or the error that fails it."""
 
-    def item_error(self, stage: str, sources: list[int], exc: BaseException, action: str) -> None:
-        ...
+    def item_error(
+        self, stage: str, sources: list[int], exc: BaseException, action: str
+    ) -> None: ...
 
-    def fail(self, stage: str | None, exc: BaseException) -> None:
-        ...
+    def fail(self, stage: str | None, exc: BaseException) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,4 +271,3 @@ def check_on_error(on_error: str, batch: bool) -> OnError:
         kind = "batch" if batch else "single"
         raise ValueError(f"on_error must be one of {allowed} for a {kind} task, got {on_error!r}")
     return on_error  # type: ignore[return-value]
-

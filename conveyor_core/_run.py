@@ -221,7 +221,12 @@ class Run:
         logger.warning("%s: %s on sources %s: %s", stage, action, sources, describe_error(exc))
         self._push(
             ItemErrorEvent(
-                self._next_seq(), stage, sources, describe_error(exc), action, exc  # type: ignore[arg-type]
+                self._next_seq(),
+                stage,
+                sources,
+                describe_error(exc),
+                action,  # type: ignore[arg-type]
+                exc,
             )
         )
 
@@ -442,9 +447,7 @@ class Run:
                 result = await result
             return result, sources
         except Exception as exc:
-            result, kept = await stage.policy.recover_batch(
-                exc, stage.call, members, sources, self
-            )
+            result, kept = await stage.policy.recover_batch(exc, stage.call, members, sources, self)
         if result is SKIPPED:
             return result, sources
         self._retain(kept)
@@ -490,8 +493,12 @@ class Run:
     def _drop(self, stage: str, members: list[Member]) -> None:
         self.stats.dropped += len(members)
         dropped = sorted({source for _, member in members for source in member})
-        logger.warning("%s: dropped %d remainder item(s) below min_size: sources %s",
-                       stage, len(members), dropped)
+        logger.warning(
+            "%s: dropped %d remainder item(s) below min_size: sources %s",
+            stage,
+            len(members),
+            dropped,
+        )
         for _, member in members:
             self._release(member)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
@@ -25,20 +25,32 @@ class Runnable:
             return NotImplemented
         return Pipeline(self, other)
 
-    def __call__(self, data: Any, **options: Any) -> AsyncStream:
-        return self.as_pipeline()(data, **options)
+    def __call__(
+        self, data: Any, *, mode: str | None = None, max_in_flight: int | None = None
+    ) -> AsyncStream:
+        """A stream of the results on `data` (it runs when iterated)."""
+        return self.as_pipeline()(data, mode=mode, max_in_flight=max_in_flight)
 
-    def as_completed(self, data: Any, **options: Any) -> AsyncStream:
+    def as_completed(self, data: Any, *, max_in_flight: int | None = None) -> AsyncStream:
         """Run on `data`, yielding results in completion order."""
-        return self.as_pipeline().as_completed(data, **options)
+        return self.as_pipeline().as_completed(data, max_in_flight=max_in_flight)
 
     def with_execution_mode(self, mode: str) -> Pipeline:
         """A pipeline of this that runs in `mode` ("ordered" or "as_completed") by default."""
         return self.as_pipeline().with_execution_mode(mode)
 
-    def events(self, data: Any, **options: Any) -> AsyncIterator[Event]:
+    def events(
+        self,
+        data: Any,
+        *,
+        mode: str | None = None,
+        max_in_flight: int | None = None,
+        stage_timer: Callable[[str, float], None] | None = None,
+    ) -> AsyncIterator[Event]:
         """Run on `data`, yielding the run's events (see `Pipeline.events`)."""
-        return self.as_pipeline().events(data, **options)
+        return self.as_pipeline().events(
+            data, mode=mode, max_in_flight=max_in_flight, stage_timer=stage_timer
+        )
 
 
 class Stage(Runnable):

@@ -57,7 +57,7 @@ class Task(Stage):
         if error_handler is not None and not hasattr(error_handler, "handle_error"):
             raise PipelineDefinitionError("error_handler must have a handle_error method")
         self.func = func
-        self.name = task_name or getattr(func, "__name__", type(func).__name__)
+        self.name: str = task_name or str(getattr(func, "__name__", type(func).__name__))
         retry = retry_config or RetryConfig(
             retry_attempts, retry_delay, retry_exponential_backoff, retry_max_delay
         )
@@ -328,8 +328,10 @@ def _is_coroutine_function(func: Any) -> bool:
 
 
 def _looks_like_method(func: Any, params: list[inspect.Parameter]) -> bool:
-    return bool(params) and params[0].name in ("self", "cls") and "." in getattr(
-        func, "__qualname__", ""
+    return (
+        bool(params)
+        and params[0].name in ("self", "cls")
+        and "." in getattr(func, "__qualname__", "")
     )
 
 

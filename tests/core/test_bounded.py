@@ -1,0 +1,86 @@
+"""Bounded work: lazy input, a cap on items in flight, backpressure from a slow consumer."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+from conveyor_core import DEFAULT_MAX_IN_FLIGHT, batch_task, single_task
+
+
+async def test_items_in_flight_never_exceed_the_bound() -> None:
+    running = 0
+    peak = 0
+
+    @single_task
+    async def slow(x: int) -> int:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.001)
+        running -= 1
+        return x
+
+    out = await slow(range(200), max_in_flight=7).collect()
+    assert out == list(range(200)) and peak == 7
+
+
+async def test_a_slow_consumer_slows_the_source() -> None:
+    pulled = 0
+
+    def source() -> Iterator[int]:
+        nonlocal pulled
+        for i in range(10_000):
+            pulled += 1
+            yield i
+
+    @single_task
+    def same(x: int) -> int:
+        return x
+
+    consumed = 0
+    async for _ in same(source(), max_in_flight=16):
+        consumed += 1
+        await asyncio.sleep(0)
+        assert pulled <= consumed + 16 + 1
+        if consumed == 100:
+            break
+
+
+async def test_the_default_bound_is_generous_and_fits_the_batches() -> None:
+    pulled = 0
+
+    def source() -> Iterator[int]:
+        nonlocal pulled
+        for i in range(100_000):
+            pulled += 1
+            yield i
+
+    @batch_task(max_size=100)
+    def group(xs: list[int]) -> int:
+        return len(xs)
+
+    @batch_task(max_size=100)
+    def group_again(xs: list[int]) -> int:
+        return sum(xs)
+
+    stream = (group | group_again)(source())
+    async for value in stream:
+        assert value == 10_000
+        break
+    assert DEFAULT_MAX_IN_FLIGHT <= pulled <= 10_000 + DEFAULT_MAX_IN_FLIGHT * 3
+
+
+async def test_an_input_far_larger_than_the_bound_streams_through() -> None:
+    @single_task
+    async def inc(x: int) -> int:
+        return x + 1
+
+    @batch_task(max_size=16)
+    async def total(xs: list[int]) -> int:
+        return sum(xs)
+
+    count = 0
+    async for _ in (inc | total | inc)(range(50_000), max_in_flight=64):
+        count += 1
+    assert count == -(-50_000 // 16)
