@@ -60,6 +60,11 @@ class Batcher:
                 self._drop(members)
         self._close_downstream()
 
+    def stop(self) -> None:
+        """The run ended early: forget the partial batch and its timer."""
+        self._cancel_timer()
+        self._members = []
+
     def _on_timeout(self) -> None:
         self._timer = None
         if len(self._members) >= self._min_size:

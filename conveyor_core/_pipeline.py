@@ -97,7 +97,9 @@ class Pipeline(Runnable):
         self, data: Any, *, mode: str | None = None, max_in_flight: int | None = None
     ) -> AsyncStream:
         """A stream of this pipeline's results on `data` (it runs when iterated)."""
-        return AsyncStream(self, data, mode or self.mode, max_in_flight or self.max_in_flight)
+        if max_in_flight is None:
+            max_in_flight = self.max_in_flight
+        return AsyncStream(self, data, mode or self.mode, max_in_flight)
 
     def as_completed(self, data: Any, *, max_in_flight: int | None = None) -> AsyncStream:
         return self(data, mode="as_completed", max_in_flight=max_in_flight)
@@ -120,7 +122,7 @@ class Pipeline(Runnable):
             self.stages,
             data,
             mode=mode or self.mode,
-            max_in_flight=max_in_flight or self.max_in_flight,
+            max_in_flight=self.max_in_flight if max_in_flight is None else max_in_flight,
             stage_timer=stage_timer,
         )
         return run.events()

@@ -239,6 +239,7 @@ class Run:
     async def _drive(self) -> None:
         _current.set(self.context)
         self._started = time.perf_counter()
+        segments: list[_Segment] = []
         try:
             segments = await self._prepare()
             async with asyncio.TaskGroup() as tg:
@@ -247,7 +248,11 @@ class Run:
                 for segment in segments:
                     if isinstance(segment.head, StreamTask):
                         tg.create_task(self._run_stream(segment))
+        except asyncio.CancelledError:
+            self._stop_timers(segments)
+            raise
         except Exception as error:
+            self._stop_timers(segments)
             stage, exc = self._failure or (None, _first_error(error))
             self.stats.elapsed_s = time.perf_counter() - self._started
             self._push(RunErrorEvent(self._next_seq(), stage, describe_error(exc), exc))
@@ -255,6 +260,12 @@ class Run:
             return
         self.stats.elapsed_s = time.perf_counter() - self._started
         self._push(EndEvent(self._next_seq(), "succeeded", self.stats))
+
+    @staticmethod
+    def _stop_timers(segments: list[_Segment]) -> None:
+        for segment in segments:
+            if segment.batcher is not None:
+                segment.batcher.stop()
 
     async def _prepare(self) -> list[_Segment]:
         segments = [_Segment(None, self._spawn)]
@@ -356,7 +367,11 @@ class Run:
 
     def _spawn(self, segment: _Segment) -> None:
         assert self._tg is not None
-        self._tg.create_task(self._worker(segment))
+        worker = self._worker(segment)
+        try:
+            self._tg.create_task(worker)
+        except RuntimeError:  # the run is shutting down: nothing more may start
+            worker.close()
 
     def _dispatch(self, segment: _Segment, work: Work) -> None:
         segment.queue.append(work)

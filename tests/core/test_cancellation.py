@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 
 from conveyor_core import single_task
 
@@ -92,3 +93,26 @@ async def test_closing_the_event_stream_cancels_the_run() -> None:
     await events.aclose()
     assert asyncio.all_tasks() == {asyncio.current_task()}
     assert len(started) > 1 and sorted(cancelled) == sorted(started)[1:]
+
+
+async def test_a_pending_max_wait_timer_does_not_outlive_a_cancelled_run() -> None:
+    from conveyor_core import batch_task
+
+    @batch_task(max_size=10, max_wait=0.02)
+    def group(xs: list[int]) -> list[int]:
+        return xs
+
+    async def trickle() -> AsyncIterator[int]:
+        yield 1
+        await asyncio.sleep(30)
+
+    stream = group(trickle())
+    consumer = asyncio.create_task(stream.collect())
+    await asyncio.sleep(0.005)  # the first item is in a partial batch, its timer pending
+    consumer.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await consumer
+    errors: list[dict[str, object]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda loop, ctx: errors.append(ctx))
+    await asyncio.sleep(0.05)  # past max_wait
+    assert errors == []
