@@ -1,0 +1,30 @@
+"""Jobs: background runs whose events are kept in a job store and can be followed and resumed."""
+
+from __future__ import annotations
+
+import importlib
+
+from app.core.config import Settings
+from app.jobs.memory import MemoryJobStore
+from app.jobs.runner import JobRunner
+from app.jobs.store import JobRecord, JobStatus, JobStore
+
+__all__ = ["JobRecord", "JobRunner", "JobStatus", "JobStore", "MemoryJobStore", "create_store"]
+
+REDIS_STORE = "app.jobs.redis"  # defines RedisJobStore(url, *, ttl_s, lease_s)
+
+
+def create_store(settings: Settings) -> JobStore:
+    """The in-memory store, or the Redis one when CONVEYOR_REDIS_URL is set."""
+    if not settings.redis_url:
+        return MemoryJobStore(ttl_s=settings.job_ttl_s)
+    try:
+        module = importlib.import_module(REDIS_STORE)
+    except ModuleNotFoundError as exc:
+        raise RuntimeError(
+            "CONVEYOR_REDIS_URL is set, but this version has no Redis job store"
+        ) from exc
+    store: JobStore = module.RedisJobStore(
+        settings.redis_url, ttl_s=settings.job_ttl_s, lease_s=settings.job_lease_s
+    )
+    return store

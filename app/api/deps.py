@@ -1,0 +1,111 @@
+"""Dependencies of the routes, as `Annotated` aliases: the app's services, the API key check,
+the pipeline named in the path, the run request body and its items."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, Path, Query, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import ValidationError
+
+from app.api.models import Mode, RunRequest
+from app.core.config import Settings
+from app.errors import InvalidInput, TooManyItems, Unauthorized
+from app.jobs import JobRunner, JobStore
+from app.metrics import Metrics
+from app.pipelines import PipelineEntry, Registry
+
+__all__ = [
+    "ApiKey",
+    "EntryDep",
+    "ModeQuery",
+    "RunRequestDep",
+    "Services",
+    "ServicesDep",
+    "validated_items",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """What `create_app` builds once and every request uses."""
+
+    settings: Settings
+    registry: Registry
+    store: JobStore
+    runner: JobRunner
+    metrics: Metrics
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+_bearer = HTTPBearer(auto_error=False, description="one of CONVEYOR_API_KEYS, when it is set")
+
+
+def require_api_key(
+    services: ServicesDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    """401 unless the request carries `Authorization: Bearer <key>` (when keys are set)."""
+    keys = services.settings.api_keys
+    if not keys:
+        return
+    given = credentials.credentials.encode() if credentials else b""
+    if not any(hmac.compare_digest(given, key.encode()) for key in keys):
+        raise Unauthorized("missing or invalid API key: send Authorization: Bearer <key>")
+
+
+ApiKey = Depends(require_api_key)
+
+
+def get_entry(
+    services: ServicesDep,
+    name: Annotated[str, Path(description="a registered pipeline (GET /pipelines)")],
+) -> PipelineEntry:
+    return services.registry.entry(name)
+
+
+EntryDep = Annotated[PipelineEntry, Depends(get_entry)]
+
+ModeQuery = Annotated[
+    Mode | None,
+    Query(description="ordered (default) or as_completed; a body's mode takes precedence"),
+]
+
+
+async def get_run_request(request: Request) -> RunRequest:
+    """The JSON body `{"items": [...], "mode": ...}`, whatever its Content-Type says."""
+    try:
+        return RunRequest.model_validate_json(await request.body())
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False)
+        if errors and errors[0]["type"] == "json_invalid":
+            message = f"malformed JSON body: {errors[0]['ctx']['error']}"
+        else:
+            message = 'the body must be {"items": [...], "mode": "ordered" | "as_completed"}'
+        raise InvalidInput(message, errors=_plain(errors)) from None
+
+
+RunRequestDep = Annotated[RunRequest, Depends(get_run_request)]
+
+
+def validated_items(entry: PipelineEntry, items: list[Any], settings: Settings) -> list[Any]:
+    """The items as the pipeline takes them: 413 over the limit, 422 off the schema."""
+    if len(items) > settings.max_items:
+        raise TooManyItems(
+            f"{len(items)} items; the limit is {settings.max_items} per request",
+            limit=settings.max_items,
+        )
+    return entry.input.validate_many(items)
+
+
+def _plain(errors: list[Any]) -> list[dict[str, Any]]:
+    return [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in errors]

@@ -1,0 +1,60 @@
+"""How errors become responses: `{"detail": ...}` bodies, never a bare 500 page."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from app.core.logging import request_id
+from app.errors import ServiceError, TooManyJobs
+from app.jobs.store import JobLimitReached, StoreUnavailable
+
+__all__ = ["install_error_handlers"]
+
+log = logging.getLogger("conveyor.service.http")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ServiceError, _service_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(StoreUnavailable, _store_unavailable)
+    app.add_exception_handler(JobLimitReached, _job_limit)
+    app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, _unexpected)
+
+
+async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
+    return JSONResponse(exc.body(), exc.status_code, headers=exc.headers)
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = [
+        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+        for e in exc.errors()
+    ]
+    where = ", ".join(".".join(map(str, e["loc"])) for e in errors[:5])
+    return JSONResponse({"detail": f"invalid request: {where}", "errors": errors}, 422)
+
+
+async def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": f"job store unavailable: {exc}"}, 503)
+
+
+async def _job_limit(request: Request, exc: Exception) -> JSONResponse:
+    error = TooManyJobs(f"too many running jobs: {exc}; retry later")
+    return JSONResponse(error.body(), error.status_code, headers=error.headers)
+
+
+async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    body: dict[str, Any] = {"detail": exc.detail}
+    return JSONResponse(body, exc.status_code, headers=exc.headers)
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.error("unexpected error", exc_info=exc)
+    return JSONResponse({"detail": "internal error", "request_id": request_id.get()}, 500)

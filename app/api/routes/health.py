@@ -1,0 +1,34 @@
+"""Liveness and readiness: open to all, even with API keys set."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from app.api.deps import ServicesDep
+
+router = APIRouter(tags=["health"])
+
+PING_TIMEOUT_S = 2.0
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """Liveness: the process answers."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", responses={503: {"description": "the job store cannot be reached"}})
+async def readyz(services: ServicesDep) -> JSONResponse:
+    """Readiness: the job store answers."""
+    store = type(services.store).__name__
+    try:
+        async with asyncio.timeout(PING_TIMEOUT_S):
+            await services.store.ping()
+    except Exception as exc:
+        reason = "no answer within 2 s" if isinstance(exc, TimeoutError) else str(exc)
+        detail = f"job store unavailable: {reason or type(exc).__name__}"
+        return JSONResponse({"status": "unavailable", "store": store, "detail": detail}, 503)
+    return JSONResponse({"status": "ready", "store": store})

@@ -1,0 +1,97 @@
+"""Jobs: status, events (live or replayed, resumable), results, cancellation."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Path, Query, Request, Response
+
+from app.api.deps import ApiKey, ServicesDep
+from app.api.models import ErrorBody, JobCancel, JobInfo, JobResults
+from app.encoding import NDJSON, SSE, dumps, wants_sse
+from app.errors import JobNotFound
+from app.jobs.store import JobRecord
+from app.streaming import closing, event_response
+
+router = APIRouter(
+    prefix="/jobs",
+    tags=["jobs"],
+    dependencies=[ApiKey],
+    responses={401: {"model": ErrorBody}, 404: {"model": ErrorBody}, 503: {"model": ErrorBody}},
+)
+
+JobId = Annotated[str, Path(description="the job_id returned by POST /pipelines/{name}/jobs")]
+
+
+async def _record(services: ServicesDep, job_id: str) -> JobRecord:
+    record = await services.store.get(job_id)
+    if record is None:
+        raise JobNotFound(f"no job {job_id!r} (unknown, or expired after its retention time)")
+    return record
+
+
+@router.get("/{job_id}", response_model=JobInfo)
+async def get_job(job_id: JobId, services: ServicesDep) -> dict[str, Any]:
+    """The job's status, and its stats once it has ended."""
+    return (await _record(services, job_id)).to_wire()
+
+
+@router.get(
+    "/{job_id}/events",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "events after `after`: replayed, then live until `end`",
+            "content": {
+                NDJSON: {"schema": {"type": "string"}},
+                SSE: {"schema": {"type": "string"}},
+            },
+        },
+        422: {"model": ErrorBody},
+    },
+)
+async def job_events(
+    job_id: JobId,
+    request: Request,
+    services: ServicesDep,
+    after: Annotated[
+        int | None, Query(ge=-1, description="send only events with a greater seq")
+    ] = None,
+    last_event_id: Annotated[
+        int | None,
+        Header(alias="Last-Event-ID", ge=-1, description="as `after` (what EventSource sends)"),
+    ] = None,
+) -> Response:
+    """The job's events from the start, or after a seq; a running job's stream stays live."""
+    await _record(services, job_id)
+    start = max(-1 if after is None else after, -1 if last_event_id is None else last_event_id)
+    settings = services.settings
+    return event_response(
+        closing(services.store.events(job_id, after=start)),
+        sse=wants_sse(request.headers.get("accept")),
+        ping=settings.sse_ping_s,
+        send_timeout=settings.send_timeout_s,
+    )
+
+
+@router.get("/{job_id}/results", response_model=JobResults)
+async def job_results(job_id: JobId, services: ServicesDep) -> Response:
+    """The results so far, in event order, and the job's status."""
+    record = await _record(services, job_id)
+    results = await services.store.results(job_id)
+    return Response(
+        dumps({"status": record.status.value, "results": results}), media_type="application/json"
+    )
+
+
+@router.delete("/{job_id}", status_code=202, response_model=JobCancel)
+async def cancel_job(job_id: JobId, services: ServicesDep) -> dict[str, Any]:
+    """Cancel a running job: its event stream ends with status cancelled."""
+    record = await services.store.request_cancel(job_id)
+    if record is None:
+        raise JobNotFound(f"no job {job_id!r} (unknown, or expired after its retention time)")
+    return {
+        "job_id": job_id,
+        "status": record.status.value,
+        "cancel_requested": record.cancel_requested,
+    }

@@ -1,0 +1,167 @@
+"""The registry and the runs of its pipelines: invoke, stream, and jobs."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+
+from app.api.deps import (
+    ApiKey,
+    EntryDep,
+    ModeQuery,
+    RunRequestDep,
+    ServicesDep,
+    get_run_request,
+    validated_items,
+)
+from app.api.models import ErrorBody, InvokeResponse, JobAccepted, PipelineInfo
+from app.encoding import NDJSON, SSE, dumps, wants_sse
+from app.errors import TooManyJobs
+from app.jobs.store import JobLimitReached
+from app.runs import Run, RunKind, collect
+from app.streaming import event_response, until_disconnect
+from app.upload import BodyChannel, UploadResponse, ndjson_items
+
+router = APIRouter(prefix="/pipelines", tags=["pipelines"], dependencies=[ApiKey])
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: {"model": ErrorBody} for code in (401, 404, *codes)}
+
+
+RUN_BODY = {"$ref": "#/components/schemas/RunRequest"}
+JSON_BODY: dict[str, Any] = {
+    "requestBody": {"required": True, "content": {"application/json": {"schema": RUN_BODY}}}
+}
+STREAM_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": RUN_BODY},
+            NDJSON: {
+                "schema": {"type": "string"},
+                "description": "one input item per line, read as the lines arrive; use ?mode=",
+            },
+        },
+    }
+}
+EVENTS = {
+    "description": "the run's events: NDJSON lines, or SSE with Accept: text/event-stream",
+    "content": {NDJSON: {"schema": {"type": "string"}}, SSE: {"schema": {"type": "string"}}},
+}
+
+
+@router.get("", response_model=list[PipelineInfo], responses=_errors())
+async def list_pipelines(services: ServicesDep) -> list[dict[str, Any]]:
+    """List the registered pipelines with their stages and item schemas."""
+    return [entry.describe() for entry in services.registry.values()]
+
+
+@router.get("/{name}", response_model=PipelineInfo, responses=_errors())
+async def get_pipeline(entry: EntryDep) -> dict[str, Any]:
+    """Describe one pipeline."""
+    return entry.describe()
+
+
+@router.post(
+    "/{name}/invoke",
+    response_model=InvokeResponse,
+    responses=_errors(413, 422),
+    openapi_extra=JSON_BODY,
+)
+async def invoke(
+    request: Request,
+    entry: EntryDep,
+    body: RunRequestDep,
+    services: ServicesDep,
+    mode: ModeQuery = None,
+) -> Response:
+    """Run the pipeline on the items and answer with every result at once."""
+    items = validated_items(entry, body.items, services.settings)
+    run = Run(
+        entry,
+        items,
+        mode=body.mode or mode or "ordered",
+        kind=RunKind.INVOKE,
+        metrics=services.metrics,
+    )
+    result = await until_disconnect(request, collect(run))
+    return Response(dumps(result), media_type="application/json")
+
+
+@router.post(
+    "/{name}/stream",
+    response_class=Response,
+    responses={200: EVENTS, **_errors(413, 422)},
+    openapi_extra=STREAM_BODY,
+)
+async def stream(
+    request: Request, entry: EntryDep, services: ServicesDep, mode: ModeQuery = None
+) -> Response:
+    """Run the pipeline and stream its events as they come (NDJSON, or SSE on request).
+
+    The body is `{"items": [...]}`, or, with `Content-Type: application/x-ndjson`, one item per
+    line: items enter the pipeline as their lines arrive, before the upload ends.
+    """
+    settings = services.settings
+    sse = wants_sse(request.headers.get("accept"))
+    respond = partial(
+        event_response, sse=sse, ping=settings.sse_ping_s, send_timeout=settings.send_timeout_s
+    )
+    if _is_ndjson(request.headers.get("content-type")):
+        body = BodyChannel()
+        source = ndjson_items(body.chunks(), entry.input, max_items=settings.max_items)
+        run = Run(
+            entry, source, mode=mode or "ordered", kind=RunKind.STREAM, metrics=services.metrics
+        )
+        return UploadResponse(respond(run.events()), body)
+    request_body = await get_run_request(request)
+    items = validated_items(entry, request_body.items, settings)
+    run = Run(
+        entry,
+        items,
+        mode=request_body.mode or mode or "ordered",
+        kind=RunKind.STREAM,
+        metrics=services.metrics,
+    )
+    return respond(run.events())
+
+
+@router.post(
+    "/{name}/jobs",
+    status_code=202,
+    response_model=JobAccepted,
+    responses=_errors(413, 422, 429, 503),
+    openapi_extra=JSON_BODY,
+    tags=["jobs"],
+)
+async def create_job(
+    request: Request,
+    response: Response,
+    entry: EntryDep,
+    body: RunRequestDep,
+    services: ServicesDep,
+    mode: ModeQuery = None,
+) -> dict[str, Any]:
+    """Start a job: the run goes on without the client; follow it at events_url."""
+    items = validated_items(entry, body.items, services.settings)
+    try:
+        record = await services.runner.submit(entry, items, body.mode or mode or "ordered")
+    except JobLimitReached as exc:
+        raise TooManyJobs(f"too many running jobs: {exc}; retry later", limit=exc.limit) from None
+    base = f"{request.scope.get('root_path', '')}/jobs/{record.job_id}"
+    response.headers["Location"] = base
+    return {
+        "job_id": record.job_id,
+        "status": record.status.value,
+        "events_url": f"{base}/events",
+        "status_url": base,
+        "results_url": f"{base}/results",
+    }
+
+
+def _is_ndjson(content_type: str | None) -> bool:
+    media = (content_type or "").split(";")[0].strip().lower()
+    return media in (NDJSON, "application/ndjson", "application/jsonl", "application/jsonlines")

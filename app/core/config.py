@@ -1,0 +1,54 @@
+"""The service's settings: one class, read from `CONVEYOR_*` environment variables."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; `CONVEYOR_<NAME>` sets `<name>` (lists: comma-separated)."""
+
+    model_config = SettingsConfigDict(env_prefix="CONVEYOR_", extra="ignore", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    pipelines: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="modules defining PIPELINES, besides the built-in ones"
+    )
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, repr=False, description="bearer keys; none: no authentication"
+    )
+    max_items: int = Field(default=10_000, ge=1, description="items per request")
+    max_running_jobs: int = Field(default=100, ge=1)
+    job_ttl_s: float = Field(default=3600.0, gt=0, description="retention of a finished job")
+    sse_ping_s: float = Field(default=15.0, ge=0, description="SSE keep-alive comment period")
+    send_timeout_s: float = Field(
+        default=30.0, gt=0, description="a stream whose client takes longer to accept a write ends"
+    )
+    log_level: LogLevel = "info"
+    redis_url: str | None = None
+    job_lease_s: float = Field(default=5.0, gt=0)
+
+    @field_validator("pipelines", "api_keys", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("redis_url", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value

@@ -1,0 +1,107 @@
+"""Errors the service answers with, and the JSON bodies they become.
+
+    ServiceError (ConveyorError)        base: an HTTP status, a message, extra body fields
+    ├── Unauthorized                    401: no or wrong `Authorization: Bearer <key>`
+    ├── PipelineNotFound                404: no pipeline of that name
+    ├── JobNotFound                     404: no such job, or it expired
+    ├── TooManyItems                    413: more items than CONVEYOR_MAX_ITEMS
+    ├── InvalidInput                    422: malformed JSON, a bad field, items off the schema
+    ├── TooManyJobs                     429: CONVEYOR_MAX_RUNNING_JOBS jobs run (Retry-After)
+    └── Unavailable                     503: the job store cannot be reached
+    RegistryError (ConveyorError)       startup: a pipelines module cannot be served
+
+Every error body is `{"detail": "<message>", ...}`; 422 adds `errors` (and `positions`, the
+0-based indices of the offending items, when items are at fault).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from conveyor_core import ConveyorError
+
+__all__ = [
+    "InvalidInput",
+    "JobNotFound",
+    "PipelineNotFound",
+    "RegistryError",
+    "ServiceError",
+    "TooManyItems",
+    "TooManyJobs",
+    "Unauthorized",
+    "Unavailable",
+]
+
+RETRY_AFTER_S = 2  # what a 429 asks a client to wait, in seconds
+
+
+class RegistryError(ConveyorError):
+    """A pipelines module named by CONVEYOR_PIPELINES cannot be imported or served."""
+
+
+class ServiceError(ConveyorError):
+    """An error answered with `status_code` and a JSON body."""
+
+    status_code = 500
+
+    def __init__(self, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {}
+
+    def body(self) -> dict[str, Any]:
+        return {"detail": self.detail, **self.extra}
+
+
+class Unauthorized(ServiceError):
+    """No valid API key in `Authorization: Bearer <key>`."""
+
+    status_code = 401
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": "Bearer"}
+
+
+class PipelineNotFound(ServiceError):
+    """No pipeline is registered under the name."""
+
+    status_code = 404
+
+
+class JobNotFound(ServiceError):
+    """No job has the id, or it has expired."""
+
+    status_code = 404
+
+
+class TooManyItems(ServiceError):
+    """The request carries more items than CONVEYOR_MAX_ITEMS."""
+
+    status_code = 413
+
+
+class InvalidInput(ServiceError):
+    """Malformed JSON, a bad field or parameter, or items that fail the input schema."""
+
+    status_code = 422
+
+
+class TooManyJobs(ServiceError):
+    """CONVEYOR_MAX_RUNNING_JOBS jobs are running already."""
+
+    status_code = 429
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(RETRY_AFTER_S)}
+
+
+class Unavailable(ServiceError):
+    """The job store cannot be reached."""
+
+    status_code = 503

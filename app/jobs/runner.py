@@ -1,0 +1,134 @@
+"""The job runner: runs jobs in background tasks owned by the app, writing events to the store.
+
+A job's task races three things: the run (each event appended to the store as it comes), the
+store's cancellation signal (`DELETE /jobs/{id}`, from any replica), and the lease renewal. When
+cancellation wins, the run is cancelled and awaited, and the runner appends `end` with status
+`cancelled`, its seq following the last event stored. On shutdown (`aclose`) every job still
+running ends the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Any
+
+from app.encoding import jsonable
+from app.jobs.store import JobRecord, JobStore
+from app.metrics import Metrics
+from app.pipelines import PipelineEntry
+from app.runs import Run, RunKind
+from conveyor_core import describe_error
+
+__all__ = ["JobRunner"]
+
+log = logging.getLogger("conveyor.service.jobs")
+
+
+class JobRunner:
+    """Starts jobs and owns their tasks until they end or the app stops."""
+
+    def __init__(
+        self, store: JobStore, metrics: Metrics, *, max_running: int, lease_s: float
+    ) -> None:
+        self.store = store
+        self.metrics = metrics
+        self.max_running = max_running
+        self.lease_s = lease_s
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    @property
+    def running(self) -> int:
+        """Jobs this process runs now."""
+        return len(self._tasks)
+
+    async def submit(self, entry: PipelineEntry, items: list[Any], mode: str) -> JobRecord:
+        """Create the job in the store (`JobLimitReached` over the limit) and start it."""
+        record = JobRecord(
+            job_id=uuid.uuid4().hex, pipeline=entry.name, mode=mode, items=len(items)
+        )
+        await self.store.create(record, max_running=self.max_running)
+        run = Run(entry, items, mode=mode, kind=RunKind.JOB, metrics=self.metrics)
+        task = asyncio.create_task(self._job(record.job_id, run), name=f"job-{record.job_id}")
+        self._tasks[record.job_id] = task
+        self.metrics.jobs_running.inc()
+        task.add_done_callback(lambda _: self._done(record.job_id))
+        log.info("job started", extra={"job_id": record.job_id, "pipeline": entry.name})
+        return record
+
+    async def aclose(self) -> None:
+        """Cancel every running job and wait for their `end` events to be written."""
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _done(self, job_id: str) -> None:
+        self._tasks.pop(job_id, None)
+        self.metrics.jobs_running.dec()
+
+    async def _job(self, job_id: str, run: Run) -> None:
+        written = _Written()
+        consume = asyncio.create_task(self._consume(job_id, run, written))
+        cancel = asyncio.create_task(self.store.wait_cancel(job_id))
+        lease = asyncio.create_task(self._renew(job_id))
+        try:
+            await asyncio.wait({consume, cancel}, return_when=asyncio.FIRST_COMPLETED)
+        finally:  # also on shutdown, when this task is cancelled
+            for task in (consume, cancel, lease):
+                task.cancel()
+            await asyncio.gather(consume, cancel, lease, return_exceptions=True)
+            if not written.ended:
+                failure = None
+                if consume.done() and not consume.cancelled():
+                    failure = consume.exception()
+                await self._append_end(job_id, run, written, failure)
+
+    async def _consume(self, job_id: str, run: Run, written: _Written) -> None:
+        async with aclosing(run.events()) as events:
+            async for event in events:
+                await self.store.append(job_id, jsonable(event))
+                written.next_seq = event["seq"] + 1
+                written.ended = event["type"] == "end"
+
+    async def _append_end(
+        self, job_id: str, run: Run, written: _Written, failure: BaseException | None
+    ) -> None:
+        """The end of a job whose run did not end by itself: cancelled, or broken by `failure`."""
+        seq = written.next_seq
+        events = []
+        if failure is not None:
+            log.error("job %s failed outside its pipeline", job_id, exc_info=failure)
+            events.append(
+                {"type": "error", "seq": seq, "stage": None, "error": describe_error(failure)}
+            )
+            seq += 1
+        end = {**run.cancelled_end(), "seq": seq}
+        if failure is not None:
+            end["status"] = "failed"
+        events.append(end)
+        try:
+            for event in events:
+                await self.store.append(job_id, event)
+        except Exception:
+            log.exception("job %s: cannot write its end", job_id)
+        else:
+            log.info("job ended", extra={"job_id": job_id, "status": end["status"]})
+
+    async def _renew(self, job_id: str) -> None:
+        while True:
+            await asyncio.sleep(self.lease_s)
+            with contextlib.suppress(Exception):
+                await self.store.renew_lease(job_id)
+
+
+@dataclass(slots=True)
+class _Written:
+    """How far a job's events got into the store."""
+
+    next_seq: int = 0
+    ended: bool = False

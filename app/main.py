@@ -1,0 +1,93 @@
+"""The ASGI application: `create_app(settings)` builds it; `app` is the one `uvicorn` serves."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from app.api.deps import Services
+from app.api.handlers import install_error_handlers
+from app.api.routes import docs, health, jobs, pipelines, playground
+from app.api.routes import metrics as metrics_route
+from app.core.config import Settings
+from app.core.logging import RequestContext, configure_logging
+from app.jobs import JobRunner, create_store
+from app.metrics import Metrics
+from app.openapi import build_openapi
+from app.pipelines import Registry
+
+__all__ = ["app", "create_app"]
+
+log = logging.getLogger("conveyor.service")
+
+DESCRIPTION = """Runs registered Conveyor pipelines and streams their events: each result as
+soon as it can be yielded, in input order or as completed, over Server-Sent Events or NDJSON."""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """A service for `settings` (default: from the CONVEYOR_* environment)."""
+    settings = settings or Settings()
+    configure_logging(settings.log_level)
+    registry = Registry.load(settings.pipelines)
+    metrics = Metrics()
+    store = create_store(settings)
+    runner = JobRunner(
+        store, metrics, max_running=settings.max_running_jobs, lease_s=settings.job_lease_s
+    )
+    services = Services(settings, registry, store, runner, metrics)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        log.info(
+            "service started",
+            extra={
+                "pipelines": list(registry),
+                "store": type(store).__name__,
+                "auth": bool(settings.api_keys),
+            },
+        )
+        try:
+            yield
+        finally:
+            await runner.aclose()
+            await store.close()
+            log.info("service stopped")
+
+    app = FastAPI(
+        title="Conveyor Streaming",
+        version=_version(),
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.services = services
+    for module in (health, pipelines, jobs, metrics_route, docs, playground):
+        app.include_router(module.router)
+    if playground.STATIC_DIR.is_dir():
+        app.mount("/static", StaticFiles(directory=playground.STATIC_DIR), name="static")
+    install_error_handlers(app)
+    app.add_middleware(RequestContext, metrics=metrics)
+
+    def openapi() -> dict[str, Any]:
+        return build_openapi(app, registry)
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+def _version() -> str:
+    try:
+        return version("conveyor-streaming-core")
+    except PackageNotFoundError:
+        return "0"
+
+
+app = create_app()

@@ -1,0 +1,121 @@
+"""Prometheus metrics of one app: runs, results, item errors, latencies, HTTP requests.
+
+Each app has its own registry (tests build many apps in one process); `/metrics` renders it
+followed by the process-wide default registry (process and Python collectors, and any metric a
+user's pipelines module registers there).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
+from prometheus_client.exposition import generate_latest
+
+__all__ = ["Metrics"]
+
+disable_created_metrics()  # no `_created` series beside every counter and histogram
+
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+    120,
+    300,
+)
+
+
+class Metrics:
+    """The service's metrics; labels: pipeline, kind (stream, invoke, job), status, stage."""
+
+    def __init__(self) -> None:
+        self.registry = registry = CollectorRegistry()
+        self.runs = Counter(
+            "conveyor_runs",
+            "Runs that ended, by pipeline, kind and final status",
+            ["pipeline", "kind", "status"],
+            registry=registry,
+        )
+        self.runs_in_progress = Gauge(
+            "conveyor_runs_in_progress",
+            "Runs going on now",
+            ["pipeline", "kind"],
+            registry=registry,
+        )
+        self.inputs = Counter(
+            "conveyor_inputs", "Input items pulled into runs", ["pipeline"], registry=registry
+        )
+        self.results = Counter(
+            "conveyor_results", "Results produced", ["pipeline"], registry=registry
+        )
+        self.item_errors = Counter(
+            "conveyor_item_errors",
+            "Items or batches that failed in a stage (the run went on)",
+            ["pipeline", "stage", "action"],
+            registry=registry,
+        )
+        self.run_errors = Counter(
+            "conveyor_run_errors",
+            "Runs that failed, by the stage that failed them",
+            ["pipeline", "stage"],
+            registry=registry,
+        )
+        self.stage_latency = Histogram(
+            "conveyor_stage_latency_seconds",
+            "Duration of one task call (retries included)",
+            ["pipeline", "stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.first_result = Histogram(
+            "conveyor_time_to_first_result_seconds",
+            "From a run's start to its first result",
+            ["pipeline", "kind"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.run_duration = Histogram(
+            "conveyor_run_duration_seconds",
+            "From a run's start to its end",
+            ["pipeline", "kind"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.jobs_running = Gauge(
+            "conveyor_jobs_running", "Jobs this process runs now", registry=registry
+        )
+        self.http_requests = Counter(
+            "conveyor_http_requests",
+            "HTTP requests answered, by route template and status",
+            ["method", "route", "status"],
+            registry=registry,
+        )
+        self.http_duration = Histogram(
+            "conveyor_http_request_duration_seconds",
+            "From a request's arrival to the end of its response (streams included)",
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+
+    def render(self) -> bytes:
+        """The Prometheus text format of this app's metrics and the process-wide ones."""
+        return generate_latest(self.registry) + generate_latest(REGISTRY)

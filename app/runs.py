@@ -1,0 +1,210 @@
+"""Running a registered pipeline for the API: its events as wire dicts, counted and measured.
+
+`Run.events()` is what every route consumes (stream, invoke, jobs). It keeps the engine's event
+contract whatever happens: seq 0, 1, 2, ... without gaps and an `end` last, or, when the consumer
+leaves early, nothing more (the run is cancelled and awaited, and the caller may write its own
+`end` with `cancelled_end()`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Iterator
+from contextlib import aclosing
+from enum import StrEnum
+from typing import Any, cast
+
+import anyio
+
+from app.encoding import wire_event
+from app.metrics import Metrics
+from app.pipelines import PipelineEntry
+from conveyor_core import Event, ItemErrorEvent, ResultEvent, RunErrorEvent, describe_error
+
+__all__ = ["Run", "RunKind", "collect"]
+
+log = logging.getLogger("conveyor.service.runs")
+
+CLEANUP_TIMEOUT_S = 10.0  # how long a cancelled run may take to stop its calls
+
+
+class RunKind(StrEnum):
+    """Who asked for a run (a label of the run metrics)."""
+
+    STREAM = "stream"  # POST /pipelines/{name}/stream
+    INVOKE = "invoke"  # POST /pipelines/{name}/invoke
+    JOB = "job"  # POST /pipelines/{name}/jobs
+
+
+class Run:
+    """One run of `entry` over `data` (a list or an async iterable of validated items)."""
+
+    def __init__(
+        self,
+        entry: PipelineEntry,
+        data: Iterable[Any] | AsyncIterable[Any],
+        *,
+        mode: str,
+        kind: RunKind,
+        metrics: Metrics,
+    ) -> None:
+        self.entry = entry
+        self.mode = mode
+        self.kind = kind
+        self.inputs = 0  # items pulled from `data`
+        self.results = 0
+        self.skipped = 0
+        self.last_seq = -1  # seq of the last event yielded
+        self.status: str | None = None  # the end's status, or "cancelled"
+        self._data = data
+        self._metrics = metrics
+        self._timers: dict[str, Any] = {}
+        self._started = 0.0
+
+    async def events(self) -> AsyncGenerator[dict[str, Any], None]:
+        """The run's wire events; closing this iterator cancels the run."""
+        name, kind = self.entry.name, self.kind.value
+        self._metrics.runs_in_progress.labels(name, kind).inc()
+        self._started = time.perf_counter()
+        engine = cast(
+            AsyncGenerator[Event, None],
+            self.entry.pipeline.events(
+                self._counted(), mode=self.mode, stage_timer=self._observe_stage
+            ),
+        )
+        results = self._metrics.results.labels(name)
+        try:
+            async for event in engine:
+                self.last_seq = event.seq
+                if isinstance(event, ResultEvent):
+                    if self.results == 0:
+                        self._observe(self._metrics.first_result)
+                    self.results += 1
+                    results.inc()
+                elif isinstance(event, ItemErrorEvent):
+                    self._item_error(event.stage, event.action)
+                elif isinstance(event, RunErrorEvent):
+                    self._metrics.run_errors.labels(name, str(event.stage)).inc()
+                else:
+                    self.status = event.status
+                yield wire_event(event)
+                if self.status is not None:
+                    return
+        except Exception as exc:  # the engine broke its contract: still end the stream cleanly
+            log.exception("pipeline %s: the run raised instead of failing with an event", name)
+            for wire in self._failure(exc):
+                yield wire
+        finally:
+            with anyio.move_on_after(CLEANUP_TIMEOUT_S, shield=True):
+                await engine.aclose()
+            self._finish()
+
+    def cancelled_end(self) -> dict[str, Any]:
+        """The `end` event of a run its consumer stopped, following the last event yielded."""
+        return {
+            "type": "end",
+            "seq": self.last_seq + 1,
+            "status": "cancelled",
+            "stats": self._stats(),
+        }
+
+    def _failure(self, exc: BaseException) -> list[dict[str, Any]]:
+        self.status = "failed"
+        error = {
+            "type": "error",
+            "seq": self.last_seq + 1,
+            "stage": None,
+            "error": describe_error(exc),
+        }
+        self.last_seq += 1
+        end = {**self.cancelled_end(), "status": "failed"}
+        self.last_seq += 1
+        return [error, end]
+
+    def _stats(self) -> dict[str, Any]:
+        return {
+            "inputs": self.inputs,
+            "results": self.results,
+            "skipped": self.skipped,
+            "dropped": 0,
+            "elapsed_s": round(time.perf_counter() - self._started, 6),
+        }
+
+    def _counted(self) -> Iterator[Any] | AsyncIterator[Any]:
+        if isinstance(self._data, AsyncIterable):
+            return self._count_async(self._data)
+        return self._count_sync(self._data)
+
+    def _count_sync(self, data: Iterable[Any]) -> Iterator[Any]:
+        for item in data:
+            self.inputs += 1
+            yield item
+
+    async def _count_async(self, data: AsyncIterable[Any]) -> AsyncIterator[Any]:
+        async for item in data:
+            self.inputs += 1
+            yield item
+
+    def _item_error(self, stage: str, action: str) -> None:
+        if action != "handled":
+            self.skipped += 1
+        self._metrics.item_errors.labels(self.entry.name, stage, action).inc()
+
+    def _observe_stage(self, stage: str, seconds: float) -> None:
+        timer = self._timers.get(stage)
+        if timer is None:
+            timer = self._timers[stage] = self._metrics.stage_latency.labels(self.entry.name, stage)
+        timer.observe(seconds)
+
+    def _observe(self, histogram: Any) -> None:
+        histogram.labels(self.entry.name, self.kind.value).observe(
+            time.perf_counter() - self._started
+        )
+
+    def _finish(self) -> None:
+        name, kind = self.entry.name, self.kind.value
+        if self.status is None:
+            self.status = "cancelled"
+        self._metrics.runs_in_progress.labels(name, kind).dec()
+        self._metrics.runs.labels(name, kind, self.status).inc()
+        self._metrics.inputs.labels(name).inc(self.inputs)
+        self._observe(self._metrics.run_duration)
+        log.info(
+            "run ended",
+            extra={
+                "pipeline": name,
+                "kind": kind,
+                "mode": self.mode,
+                "status": self.status,
+                "inputs": self.inputs,
+                "results": self.results,
+                "elapsed_s": round(time.perf_counter() - self._started, 6),
+            },
+        )
+
+
+async def collect(run: Run) -> dict[str, Any]:
+    """Run to the end; the body of `POST /pipelines/{name}/invoke`."""
+    results: list[Any] = []
+    item_errors: list[dict[str, Any]] = []
+    error: dict[str, Any] | None = None
+    end: dict[str, Any] = {}
+    async with aclosing(run.events()) as events:
+        async for event in events:
+            kind = event.pop("type")
+            if kind == "result":
+                results.append(event["value"])
+            elif kind == "item_error":
+                item_errors.append(event)
+            elif kind == "error":
+                error = event
+            else:
+                end = event
+    return {
+        "status": end["status"],
+        "results": results,
+        "stats": end["stats"],
+        "item_errors": item_errors,
+        "error": error,
+    }

@@ -1,0 +1,150 @@
+"""Streaming responses: a run's events to the client, as SSE or NDJSON, with backpressure.
+
+Both kinds race three things in one task group, and the first to finish cancels the others:
+sending the events, watching `receive` for the client's disconnect, and (SSE) the keep-alive
+ping. Events are pulled from the run one at a time, only after the previous one was handed to
+the server, so a slow reader slows the run; a send that waits longer than `send_timeout`
+(a frozen client) ends the response. Ending the response, for any reason, closes the events
+iterator, which cancels the run and waits for its calls to stop.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
+from typing import Any, TypeVar
+
+import anyio
+from sse_starlette import EventSourceResponse
+from sse_starlette.sse import SendTimeoutError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from app.encoding import NDJSON, ndjson_line, sse_message
+
+__all__ = ["NDJSONResponse", "SSEResponse", "closing", "event_response", "until_disconnect"]
+
+log = logging.getLogger("conveyor.service.http")
+
+Events = AsyncGenerator[dict[str, Any], None]
+T = TypeVar("T")
+
+
+async def _framed(
+    events: Events, frame: Callable[[dict[str, Any]], bytes]
+) -> AsyncGenerator[bytes, None]:
+    async with aclosing(events):
+        async for event in events:
+            yield frame(event)
+
+
+class NDJSONResponse(Response):
+    """`application/x-ndjson`: one wire event per line, ended by the client's disconnect too."""
+
+    media_type = NDJSON
+
+    def __init__(
+        self, events: Events, *, send_timeout: float, headers: dict[str, str] | None = None
+    ) -> None:
+        self.events = events
+        self.send_timeout = send_timeout
+        self.status_code = 200
+        self.background = None
+        self.init_headers(
+            {"Cache-Control": "no-store", "X-Accel-Buffering": "no", **(headers or {})}
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async with anyio.create_task_group() as tg:
+
+            async def watch_disconnect() -> None:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(watch_disconnect)
+            try:
+                await self._stream(send)
+            except TimeoutError:
+                log.warning("a client stopped reading for %ss: stream ended", self.send_timeout)
+            tg.cancel_scope.cancel()
+
+    async def _stream(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        async with aclosing(_framed(self.events, ndjson_line)) as lines:
+            async for line in lines:
+                with anyio.fail_after(self.send_timeout):
+                    await send({"type": "http.response.body", "body": line, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+class SSEResponse(EventSourceResponse):
+    """`text/event-stream` through sse-starlette: `id` the seq, `event` the type, pings."""
+
+    def __init__(
+        self,
+        events: Events,
+        *,
+        ping: float,
+        send_timeout: float,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(
+            _framed(events, sse_message),
+            ping=ping,
+            send_timeout=send_timeout,
+            sep="\n",
+            headers=headers,
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except SendTimeoutError:
+            log.warning("a client stopped reading for %ss: stream ended", self.send_timeout)
+
+
+def event_response(
+    events: Events,
+    *,
+    sse: bool,
+    ping: float,
+    send_timeout: float,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """SSE or NDJSON for the same events."""
+    if sse:
+        return SSEResponse(events, ping=ping, send_timeout=send_timeout, headers=headers)
+    return NDJSONResponse(events, send_timeout=send_timeout, headers=headers)
+
+
+async def closing(events: AsyncIterator[dict[str, Any]]) -> Events:
+    """`events` as a generator whose closing closes `events` too (a job store's follower)."""
+    try:
+        async for event in events:
+            yield event
+    finally:
+        aclose = getattr(events, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+async def until_disconnect(request: Request, work: Awaitable[T]) -> T | None:
+    """Await `work` unless the client disconnects first (then cancel it and return None).
+
+    Only for requests whose body has been read: the watcher consumes `receive`.
+    """
+    result: T | None = None
+    async with anyio.create_task_group() as tg:
+
+        async def watch() -> None:
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(watch)
+        result = await work
+        tg.cancel_scope.cancel()
+    return result

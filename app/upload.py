@@ -1,0 +1,133 @@
+"""NDJSON uploads: the items of a request body, one JSON value per line, read as they arrive.
+
+The upload is a stream: an item enters the pipeline as soon as its line is complete, while the
+rest of the body is still coming. A line the service cannot take ends the run the way a source
+error does: an `error` event with `"stage": null` whose `error` names the line, then `end` with
+status `failed`. Items of earlier lines have been processed (their results may already be out).
+
+    BadLine: line 3: malformed JSON: expected value at line 1 column 1
+    BadLine: line 4 (item 3): Input should be a valid integer
+    BadLine: line 10001: more than 10000 items (CONVEYOR_MAX_ITEMS)
+
+Blank lines are skipped (they still count in line numbers); `\\r\\n` endings are accepted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from starlette.responses import Response
+from starlette.types import Message, Receive, Scope, Send
+
+from app.pipelines.schema import ItemType
+
+__all__ = ["BadLine", "BodyChannel", "UploadResponse", "ndjson_items"]
+
+MAX_LINE_BYTES = 8 * 1024 * 1024  # one item's JSON text
+
+
+class BadLine(ValueError):
+    """A line of an NDJSON upload is not a valid item (reported in the run's `error` event)."""
+
+
+class BodyChannel:
+    """Hands request body chunks from the ASGI `receive` pump to the line parser, one at a time.
+
+    The pump waits until the parser has taken a chunk before it receives the next, so a pipeline
+    that pulls slowly slows the upload instead of buffering it.
+    """
+
+    def __init__(self) -> None:
+        self.sender: MemoryObjectSendStream[bytes]
+        self.receiver: MemoryObjectReceiveStream[bytes]
+        self.sender, self.receiver = anyio.create_memory_object_stream[bytes](0)
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        with self.receiver:
+            async for chunk in self.receiver:
+                yield chunk
+
+
+async def ndjson_items(
+    chunks: AsyncIterator[bytes], item_type: ItemType, *, max_items: int
+) -> AsyncIterator[Any]:
+    """Validated items, one per non-blank line, as the lines complete."""
+    pending = b""
+    line_no = 0
+    position = 0
+    async for chunk in chunks:
+        lines = (pending + chunk).split(b"\n")
+        pending = lines.pop()
+        if len(pending) > MAX_LINE_BYTES:
+            raise BadLine(f"line {line_no + len(lines) + 1}: longer than {MAX_LINE_BYTES} bytes")
+        for line in lines:
+            line_no += 1
+            if line.strip():
+                yield _item(line, line_no, position, item_type, max_items)
+                position += 1
+    if pending.strip():
+        yield _item(pending, line_no + 1, position, item_type, max_items)
+
+
+def _item(line: bytes, line_no: int, position: int, item_type: ItemType, max_items: int) -> Any:
+    if position >= max_items:
+        raise BadLine(f"line {line_no}: more than {max_items} items (CONVEYOR_MAX_ITEMS)")
+    try:
+        return item_type.validate_line(line)
+    except ValueError as exc:
+        where = (
+            f"line {line_no}"
+            if str(exc).startswith("malformed")
+            else (f"line {line_no} (item {position})")
+        )
+        raise BadLine(f"{where}: {exc}") from None
+
+
+class UploadResponse(Response):
+    """Runs a streaming response while the request body is still arriving.
+
+    A streaming response watches `receive` for the client's disconnect, which would swallow
+    body chunks. This wrapper owns `receive`: body chunks go to `channel` (the pipeline's source
+    reads them), and the inner response sees only the disconnect.
+    """
+
+    def __init__(self, inner: Response, body: BodyChannel) -> None:
+        self.inner = inner
+        self.channel = body
+        self.status_code = inner.status_code
+        self.background = None
+        self.raw_headers = inner.raw_headers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        disconnected = anyio.Event()
+
+        async def inner_receive() -> Message:
+            await disconnected.wait()
+            return {"type": "http.disconnect"}
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._pump, receive, disconnected)
+            await self.inner(scope, inner_receive, send)
+            tg.cancel_scope.cancel()
+
+    async def _pump(self, receive: Receive, disconnected: anyio.Event) -> None:
+        with self.channel.sender as sender:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    disconnected.set()
+                    return
+                chunk = message.get("body", b"")
+                if chunk:
+                    try:
+                        await sender.send(chunk)
+                    except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                        pass  # the run stopped reading: drain the rest of the body
+                if not message.get("more_body", False):
+                    break
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        disconnected.set()
