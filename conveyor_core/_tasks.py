@@ -69,7 +69,7 @@ class Task(Stage):
         self.is_async_gen = inspect.isasyncgenfunction(func)
         self.is_gen = inspect.isgeneratorfunction(func)
         self.is_coroutine = _is_coroutine_function(func)
-        if run_in_thread and (self.is_coroutine or self.is_async_gen):
+        if run_in_thread and (self.is_coroutine or self.is_async_gen or self.is_gen):
             raise PipelineDefinitionError("run_in_thread is for plain (blocking) functions")
         self._instance: Any = None
         self._args: tuple[Any, ...] = ()

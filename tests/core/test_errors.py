@@ -13,6 +13,7 @@ from conveyor_core import (
     ErrorHandler,
     ItemErrorEvent,
     LoggingErrorHandler,
+    PipelineDefinitionError,
     RetryConfig,
     RunErrorEvent,
     batch_task,
@@ -246,3 +247,8 @@ def test_invalid_options_are_clear_errors() -> None:
         batch_task(max_size=2, min_size=3)(lambda xs: xs)
     with pytest.raises(ValueError, match="max_wait"):
         batch_task(max_wait=0)(lambda xs: xs)
+    with pytest.raises(PipelineDefinitionError, match="run_in_thread"):
+
+        @single_task(run_in_thread=True)
+        async def not_blocking(x: int) -> int:
+            return x
