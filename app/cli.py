@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     try:  # fail fast, and clearly, on a bad CONVEYOR_PIPELINES module
         from app.pipelines import Registry
 
-        Registry.load(settings.pipelines)
+        Registry.load(settings.pipelines, builtin=settings.builtin_pipelines)
     except RegistryError as exc:
         print(f"conveyor: {exc}", file=sys.stderr)
         return 2

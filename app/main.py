@@ -34,7 +34,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """A service for `settings` (default: from the CONVEYOR_* environment)."""
     settings = settings or Settings()
     configure_logging(settings.log_level)
-    registry = Registry.load(settings.pipelines)
+    registry = Registry.load(settings.pipelines, builtin=settings.builtin_pipelines)
     metrics = Metrics()
     store = create_store(settings)
     runner = JobRunner(

@@ -22,6 +22,7 @@ class Settings(BaseSettings):
     pipelines: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="modules defining PIPELINES, besides the built-in ones"
     )
+    builtin_pipelines: bool = Field(default=True, description="serve the built-in pipelines")
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list, repr=False, description="bearer keys; none: no authentication"
     )

@@ -40,6 +40,7 @@ class JobRunner:
         self.max_running = max_running
         self.lease_s = lease_s
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._stopping = asyncio.Event()
 
     @property
     def running(self) -> int:
@@ -60,12 +61,15 @@ class JobRunner:
         log.info("job started", extra={"job_id": record.job_id, "pipeline": entry.name})
         return record
 
-    async def aclose(self) -> None:
-        """Cancel every running job and wait for their `end` events to be written."""
+    async def aclose(self, timeout: float = 15.0) -> None:
+        """Cancel every running job and wait (up to `timeout`) for their `end` to be written."""
+        self._stopping.set()
         tasks = list(self._tasks.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=timeout)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     def _done(self, job_id: str) -> None:
         self._tasks.pop(job_id, None)
@@ -76,12 +80,14 @@ class JobRunner:
         consume = asyncio.create_task(self._consume(job_id, run, written))
         cancel = asyncio.create_task(self.store.wait_cancel(job_id))
         lease = asyncio.create_task(self._renew(job_id))
+        stop = asyncio.create_task(self._stopping.wait())
+        helpers = (cancel, lease, stop)
         try:
-            await asyncio.wait({consume, cancel}, return_when=asyncio.FIRST_COMPLETED)
-        finally:  # also on shutdown, when this task is cancelled
-            for task in (consume, cancel, lease):
+            await asyncio.wait({consume, cancel, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (consume, *helpers):
                 task.cancel()
-            await asyncio.gather(consume, cancel, lease, return_exceptions=True)
+            await asyncio.gather(consume, *helpers, return_exceptions=True)
             if not written.ended:
                 failure = None
                 if consume.done() and not consume.cancelled():

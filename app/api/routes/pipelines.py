@@ -6,6 +6,7 @@ from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
 
 from app.api.deps import (
     ApiKey,
@@ -54,15 +55,15 @@ EVENTS = {
 
 
 @router.get("", response_model=list[PipelineInfo], responses=_errors())
-async def list_pipelines(services: ServicesDep) -> list[dict[str, Any]]:
+async def list_pipelines(services: ServicesDep) -> Response:
     """List the registered pipelines with their stages and item schemas."""
-    return [entry.describe() for entry in services.registry.values()]
+    return JSONResponse([entry.describe() for entry in services.registry.values()])
 
 
 @router.get("/{name}", response_model=PipelineInfo, responses=_errors())
-async def get_pipeline(entry: EntryDep) -> dict[str, Any]:
+async def get_pipeline(entry: EntryDep) -> Response:
     """Describe one pipeline."""
-    return entry.describe()
+    return JSONResponse(entry.describe())
 
 
 @router.post(

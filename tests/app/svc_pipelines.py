@@ -1,0 +1,81 @@
+"""Pipelines the service tests register with CONVEYOR_PIPELINES=tests.app.svc_pipelines.
+
+The metrics registered here (in prometheus_client's default registry) let tests against a real
+server see inside it through `/metrics`: how many task calls are in flight, how many ran.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from prometheus_client import Counter, Gauge
+from pydantic import BaseModel
+
+from conveyor_core import batch_task, single_task
+
+IN_FLIGHT = Gauge("svc_fixture_calls_in_flight", "Calls of `sleepy` running now")
+BLOBS = Counter("svc_fixture_blob_calls", "Calls of `blob`")
+
+
+@single_task
+async def echo(item: Any) -> Any:
+    """Gives each item back as it is."""
+    return item
+
+
+@single_task
+async def sleepy(seconds: float) -> float:
+    """Sleeps each item's seconds; the in-flight gauge shows the calls going on."""
+    IN_FLIGHT.inc()
+    try:
+        await asyncio.sleep(seconds)
+    finally:
+        IN_FLIGHT.dec()
+    return seconds
+
+
+@single_task
+async def blob(size: int) -> str:
+    """A string of `size` bytes per item (for backpressure tests)."""
+    BLOBS.inc()
+    return "x" * size
+
+
+@single_task
+async def fragile(x: int) -> int:
+    """Fails the run on the item 3."""
+    await asyncio.sleep(0.01)
+    if x == 3:
+        raise ValueError("three is not allowed")
+    return x
+
+
+@batch_task(max_size=2)
+async def pair_sum(batch: list[int]) -> int:
+    return sum(batch)
+
+
+class Person(BaseModel):
+    name: str
+    age: int
+
+
+class Greeting(BaseModel):
+    text: str
+
+
+@single_task
+async def greet(person: Person) -> Greeting:
+    """Greets people given as objects."""
+    return Greeting(text=f"Hello {person.name} ({person.age})")
+
+
+PIPELINES: dict[str, Any] = {
+    "echo": echo,
+    "sleepy": sleepy,
+    "blob": blob,
+    "fragile": fragile | pair_sum,
+    "greet": greet,
+}
+EXAMPLES = {"greet": [{"name": "Ada", "age": 36}], "fragile": [1, 2, 3, 4]}

@@ -1,0 +1,170 @@
+"""/jobs: status, events (replay, resume, live), results, cancellation, limits, retention."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.app.conftest import ClientFactory
+from tests.app.wire import assert_run_shape, ndjson_events, sse_events
+
+TIMELINE = {"items": [0.01, 0.02, 0.03, 0.04, 0.05]}
+
+
+async def _submit(client: httpx.AsyncClient, pipeline: str, body: dict[str, Any]) -> str:
+    response = await client.post(f"/pipelines/{pipeline}/jobs", json=body)
+    assert response.status_code == 202, response.text
+    return str(response.json()["job_id"])
+
+
+async def _finished(client: httpx.AsyncClient, job_id: str) -> dict[str, Any]:
+    """Follow the job's events to its end (the stream ends there), then its status."""
+    await client.get(f"/jobs/{job_id}/events")
+    return dict((await client.get(f"/jobs/{job_id}")).json())
+
+
+async def test_status_events_results(client: httpx.AsyncClient) -> None:
+    job_id = await _submit(client, "timeline", TIMELINE)
+    status = (await client.get(f"/jobs/{job_id}")).json()
+    assert status["job_id"] == job_id and status["pipeline"] == "timeline"
+    assert status["status"] in ("running", "succeeded")
+    assert status["created_at"].endswith("Z") and status["items"] == 5
+    status = await _finished(client, job_id)
+    assert status["status"] == "succeeded"
+    assert status["stats"]["results"] == 5 and status["finished_at"] is not None
+    events = ndjson_events((await client.get(f"/jobs/{job_id}/events")).text)
+    assert_run_shape(events)
+    results = (await client.get(f"/jobs/{job_id}/results")).json()
+    assert results == {"status": "succeeded", "results": TIMELINE["items"]}
+    assert [e["value"] for e in events if e["type"] == "result"] == TIMELINE["items"]
+
+
+async def test_resume_after_a_seq(client: httpx.AsyncClient) -> None:
+    job_id = await _submit(client, "timeline", TIMELINE)
+    await _finished(client, job_id)
+    url = f"/jobs/{job_id}/events"
+    full = ndjson_events((await client.get(url)).text)
+    by_query = ndjson_events((await client.get(url, params={"after": 2})).text)
+    by_header = ndjson_events((await client.get(url, headers={"Last-Event-ID": "2"})).text)
+    assert by_query == by_header == full[3:]
+    both = ndjson_events(
+        (await client.get(url, params={"after": 1}, headers={"Last-Event-ID": "3"})).text
+    )
+    assert both == full[4:]  # the later of the two: EventSource reconnects keep the URL
+    assert ndjson_events((await client.get(url, params={"after": 99})).text) == []
+    assert ndjson_events((await client.get(url, params={"after": -1})).text) == full
+    sse = sse_events(
+        (await client.get(url, headers={"Accept": "text/event-stream", "Last-Event-ID": "3"})).text
+    )
+    assert sse == full[4:]
+
+
+@pytest.mark.parametrize(
+    ("params", "headers"),
+    [
+        ({"after": "x"}, {}),
+        ({"after": "-2"}, {}),
+        ({}, {"Last-Event-ID": "abc"}),
+        ({}, {"Last-Event-ID": "-5"}),
+    ],
+)
+async def test_bad_resume_position_is_422(
+    client: httpx.AsyncClient, params: dict[str, str], headers: dict[str, str]
+) -> None:
+    job_id = await _submit(client, "echo", {"items": [1]})
+    response = await client.get(f"/jobs/{job_id}/events", params=params, headers=headers)
+    assert response.status_code == 422
+
+
+async def test_unknown_job_is_404(client: httpx.AsyncClient) -> None:
+    for method, path in [
+        ("GET", "/jobs/nope"),
+        ("GET", "/jobs/nope/events"),
+        ("GET", "/jobs/nope/results"),
+        ("DELETE", "/jobs/nope"),
+    ]:
+        response = await client.request(method, path)
+        assert response.status_code == 404, path
+        assert "nope" in response.json()["detail"]
+
+
+async def test_cancel_a_running_job(client: httpx.AsyncClient) -> None:
+    job_id = await _submit(client, "timeline", {"items": [0.01, 30, 30]})
+    follower = asyncio.create_task(client.get(f"/jobs/{job_id}/events"))
+    for _ in range(200):  # until the first result is stored
+        if (await client.get(f"/jobs/{job_id}/results")).json()["results"]:
+            break
+        await asyncio.sleep(0.01)
+    response = await client.delete(f"/jobs/{job_id}")
+    assert response.status_code == 202
+    assert response.json() == {"job_id": job_id, "status": "running", "cancel_requested": True}
+    events = ndjson_events((await asyncio.wait_for(follower, 10)).text)
+    assert_run_shape(events)
+    assert events[0]["value"] == 0.01
+    assert events[-1]["status"] == "cancelled" and events[-1]["stats"]["results"] == 1
+    status = (await client.get(f"/jobs/{job_id}")).json()
+    assert status["status"] == "cancelled" and status["cancel_requested"]
+    assert (await client.get(f"/jobs/{job_id}/results")).json() == {
+        "status": "cancelled",
+        "results": [0.01],
+    }
+
+
+async def test_cancel_a_finished_job_changes_nothing(client: httpx.AsyncClient) -> None:
+    job_id = await _submit(client, "echo", {"items": [1]})
+    await _finished(client, job_id)
+    response = await client.delete(f"/jobs/{job_id}")
+    assert response.status_code == 202
+    assert response.json()["status"] == "succeeded"
+    assert not response.json()["cancel_requested"]
+
+
+async def test_failed_job(client: httpx.AsyncClient) -> None:
+    job_id = await _submit(client, "fragile", {"items": [1, 2, 3, 4]})
+    status = await _finished(client, job_id)
+    assert status["status"] == "failed"
+    events = ndjson_events((await client.get(f"/jobs/{job_id}/events")).text)
+    assert events[-2]["type"] == "error" and events[-2]["stage"] == "fragile"
+
+
+async def test_running_job_limit_is_429(make_client: ClientFactory) -> None:
+    async with make_client(max_running_jobs=1) as client:
+        job_id = await _submit(client, "timeline", {"items": [30]})
+        response = await client.post("/pipelines/echo/jobs", json={"items": [1]})
+        assert response.status_code == 429
+        assert int(response.headers["retry-after"]) > 0
+        assert "limit is 1" in response.json()["detail"]
+        await client.delete(f"/jobs/{job_id}")
+        await _finished(client, job_id)
+        assert (await client.post("/pipelines/echo/jobs", json={"items": [1]})).status_code == 202
+
+
+async def test_job_runs_without_any_client(client: httpx.AsyncClient) -> None:
+    job_id = await _submit(client, "timeline", {"items": [0.05]})
+    for _ in range(500):
+        if (await client.get(f"/jobs/{job_id}")).json()["status"] == "succeeded":
+            break
+        await asyncio.sleep(0.01)
+    assert (await client.get(f"/jobs/{job_id}/results")).json()["results"] == [0.05]
+
+
+async def test_finished_jobs_expire(make_client: ClientFactory) -> None:
+    async with make_client(job_ttl_s=0.2) as client:
+        job_id = await _submit(client, "echo", {"items": [1]})
+        await _finished(client, job_id)
+        assert (await client.get(f"/jobs/{job_id}")).status_code == 200
+        await asyncio.sleep(0.4)
+        assert (await client.get(f"/jobs/{job_id}")).status_code == 404
+        assert (await client.get(f"/jobs/{job_id}/events")).status_code == 404
+
+
+async def test_shutdown_cancels_running_jobs(make_client: ClientFactory) -> None:
+    async with make_client() as client:
+        job_id = await _submit(client, "timeline", {"items": [30]})
+        store = client._transport.app.state.services.store  # type: ignore[attr-defined]
+    record = await store.get(job_id)
+    assert record.status == "cancelled"
+    assert [e["type"] for e in [e async for e in store.events(job_id)]] == ["end"]

@@ -1,0 +1,284 @@
+"""/pipelines: the registry, invoke, stream (JSON and NDJSON bodies), and every error code."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.app.conftest import ClientFactory
+from tests.app.wire import assert_run_shape, ndjson_events, sse_events
+
+BUILTIN = ["quickstart", "filtering", "multi_batch", "error_handling", "timeline", "rag"]
+SEVEN = {"items": [1, 2, 3, 4, 5, 6, 7]}
+
+
+async def test_list_pipelines(client: httpx.AsyncClient) -> None:
+    response = await client.get("/pipelines")
+    assert response.status_code == 200
+    entries = {e["name"]: e for e in response.json()}
+    assert list(entries)[: len(BUILTIN)] == BUILTIN
+    assert {"echo", "sleepy", "greet"} <= set(entries)
+    quickstart = entries["quickstart"]
+    assert quickstart["description"].startswith("Doubles each number")
+    assert quickstart["stages"] == [
+        {"name": "multiply_by_two", "kind": "single"},
+        {"name": "sum_batch", "kind": "batch", "max_size": 3, "min_size": 1, "max_wait": None},
+        {"name": "add_ten", "kind": "single"},
+    ]
+    assert quickstart["input_schema"] == {"type": "integer"}
+    assert quickstart["output_schema"] == {"type": "integer"}
+    assert quickstart["example"] == [1, 2, 3, 4, 5, 6, 7]
+    assert entries["echo"]["input_schema"] == {} and entries["echo"]["example"] is None
+    greet = entries["greet"]
+    assert greet["input_schema"]["required"] == ["name", "age"]
+    assert greet["output_schema"]["title"] == "Greeting"
+    assert greet["description"] == "Greets people given as objects."
+
+
+async def test_get_one_and_unknown(client: httpx.AsyncClient) -> None:
+    response = await client.get("/pipelines/timeline")
+    assert response.status_code == 200 and response.json()["name"] == "timeline"
+    for path in ("/pipelines/nope", "/pipelines/nope/invoke", "/pipelines/nope/stream"):
+        method = "GET" if path == "/pipelines/nope" else "POST"
+        response = await client.request(method, path, json=SEVEN)
+        assert response.status_code == 404, path
+        assert "nope" in response.json()["detail"]
+    response = await client.post("/pipelines/nope/jobs", json=SEVEN)
+    assert response.status_code == 404
+
+
+async def test_invoke(client: httpx.AsyncClient) -> None:
+    response = await client.post("/pipelines/quickstart/invoke", json=SEVEN)
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "succeeded" and body["results"] == [22, 40, 24]
+    assert body["stats"]["inputs"] == 7 and body["stats"]["results"] == 3
+    assert body["item_errors"] == [] and body["error"] is None
+
+
+async def test_invoke_without_json_content_type(client: httpx.AsyncClient) -> None:
+    """`curl -d '{...}'` sends a form content type: the body is JSON all the same."""
+    response = await client.post(
+        "/pipelines/quickstart/invoke",
+        content=b'{"items": [1, 2, 3]}',
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status_code == 200 and response.json()["results"] == [22]
+
+
+async def test_invoke_modes(client: httpx.AsyncClient) -> None:
+    items = {"items": [0.3, 0.05, 0.15]}
+    ordered = await client.post("/pipelines/timeline/invoke", json=items)
+    assert ordered.json()["results"] == [0.3, 0.05, 0.15]
+    body_mode = await client.post(
+        "/pipelines/timeline/invoke", json={**items, "mode": "as_completed"}
+    )
+    assert body_mode.json()["results"] == [0.05, 0.15, 0.3]
+    query_mode = await client.post("/pipelines/timeline/invoke?mode=as_completed", json=items)
+    assert query_mode.json()["results"] == [0.05, 0.15, 0.3]
+
+
+async def test_invoke_failed_run(client: httpx.AsyncClient) -> None:
+    response = await client.post("/pipelines/fragile/invoke", json={"items": [1, 2, 3, 4]})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "failed"
+    assert body["error"]["stage"] == "fragile"
+    assert body["error"]["error"] == "ValueError: three is not allowed"
+
+
+@pytest.mark.parametrize("route", ["invoke", "stream", "jobs"])
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        (b'{"items": [1, 2', "malformed JSON"),
+        (b"", "malformed JSON"),
+        (b'{"items": 3}', "the body must be"),
+        (b'{"item": [1]}', "the body must be"),
+        (b'{"items": [1], "mode": "fastest"}', "the body must be"),
+        (b"[1, 2, 3]", "the body must be"),
+    ],
+)
+async def test_malformed_bodies_are_422(
+    client: httpx.AsyncClient, route: str, body: bytes, fragment: str
+) -> None:
+    response = await client.post(f"/pipelines/quickstart/{route}", content=body)
+    assert response.status_code == 422
+    assert fragment in response.json()["detail"]
+    assert response.json()["errors"]
+
+
+@pytest.mark.parametrize("route", ["invoke", "stream", "jobs"])
+async def test_items_off_the_schema_are_422_with_positions(
+    client: httpx.AsyncClient, route: str
+) -> None:
+    response = await client.post(
+        f"/pipelines/quickstart/{route}", json={"items": [1, "2", 3, None, 4.5, 6]}
+    )
+    assert response.status_code == 422
+    body = response.json()
+    assert body["positions"] == [1, 3, 4]
+    assert "positions [1, 3, 4]" in body["detail"]
+    assert [e["position"] for e in body["errors"]] == [1, 3, 4]
+
+
+async def test_model_items_report_the_field(client: httpx.AsyncClient) -> None:
+    items = [{"name": "Ada", "age": 36}, {"name": "Bob"}, {"name": "Cy", "age": "old"}]
+    response = await client.post("/pipelines/greet/invoke", json={"items": items})
+    assert response.status_code == 422
+    errors = response.json()["errors"]
+    assert [(e["position"], e["loc"]) for e in errors] == [(1, ["age"]), (2, ["age"])]
+    ok = await client.post("/pipelines/greet/invoke", json={"items": items[:1]})
+    assert ok.json()["results"] == [{"text": "Hello Ada (36)"}]
+
+
+@pytest.mark.parametrize("route", ["invoke", "stream", "jobs"])
+async def test_too_many_items_is_413(make_client: ClientFactory, route: str) -> None:
+    async with make_client(max_items=3) as client:
+        response = await client.post(f"/pipelines/echo/{route}", json={"items": [1, 2, 3, 4]})
+        assert response.status_code == 413
+        assert response.json()["limit"] == 3
+        allowed = await client.post(f"/pipelines/echo/{route}", json={"items": [1, 2, 3]})
+        assert allowed.status_code in (200, 202)
+
+
+async def test_invalid_mode_query_is_422(client: httpx.AsyncClient) -> None:
+    response = await client.post("/pipelines/quickstart/invoke?mode=fast", json=SEVEN)
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["loc"] == ["query", "mode"]
+
+
+async def test_stream_ndjson_by_default(client: httpx.AsyncClient) -> None:
+    response = await client.post("/pipelines/quickstart/stream", json=SEVEN)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/x-ndjson"
+    events = ndjson_events(response.text)
+    assert_run_shape(events)
+    assert events[:3] == [
+        {"type": "result", "seq": 0, "value": 22, "sources": [0, 1, 2]},
+        {"type": "result", "seq": 1, "value": 40, "sources": [3, 4, 5]},
+        {"type": "result", "seq": 2, "value": 24, "sources": [6]},
+    ]
+    assert events[3]["status"] == "succeeded"
+    assert events[3]["stats"]["inputs"] == 7
+
+
+async def test_stream_sse_gives_the_same_events(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/pipelines/quickstart/stream", json=SEVEN, headers={"Accept": "text/event-stream"}
+    )
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert "id: 0\nevent: result\ndata: {" in response.text
+    sse = sse_events(response.text)
+    ndjson = ndjson_events((await client.post("/pipelines/quickstart/stream", json=SEVEN)).text)
+    strip = [{k: v for k, v in e.items() if k != "stats"} for e in sse]
+    assert strip == [{k: v for k, v in e.items() if k != "stats"} for e in ndjson]
+
+
+async def test_stream_failed_run_sends_error_then_end(client: httpx.AsyncClient) -> None:
+    response = await client.post("/pipelines/fragile/stream", json={"items": [1, 2, 3, 4]})
+    events = ndjson_events(response.text)
+    assert_run_shape(events)
+    assert events[-2] == {
+        "type": "error",
+        "seq": len(events) - 2,
+        "stage": "fragile",
+        "error": "ValueError: three is not allowed",
+    }
+    assert events[-1]["status"] == "failed"
+
+
+async def test_stream_item_errors(client: httpx.AsyncClient) -> None:
+    items = [1, 2, -1, 3, 4, 5, 6, 7, 8, 13, 14, 15]
+    response = await client.post("/pipelines/error_handling/stream", json={"items": items})
+    events = ndjson_events(response.text)
+    assert_run_shape(events)
+    errors = sorted(
+        (
+            (e["stage"], e["action"], tuple(e["sources"]))
+            for e in events
+            if e["type"] == "item_error"
+        )
+    )
+    assert errors == [
+        ("business_rule", "handled", (7,)),
+        ("business_rule", "handled", (10,)),
+        ("flaky_call", "skip_item", (9,)),
+        ("strict_batch", "skip_batch", (0, 1, 2)),
+    ]
+    assert events[-1]["stats"]["skipped"] == 2
+
+
+NDJSON = {"Content-Type": "application/x-ndjson"}
+
+
+async def test_ndjson_upload(client: httpx.AsyncClient) -> None:
+    body = b"1\n2\n\n3\r\n4\n5\n6\n7"  # a blank line, a CRLF, no final newline
+    response = await client.post("/pipelines/quickstart/stream", content=body, headers=NDJSON)
+    events = ndjson_events(response.text)
+    assert_run_shape(events)
+    assert [e["value"] for e in events if e["type"] == "result"] == [22, 40, 24]
+    assert events[-1]["stats"]["inputs"] == 7
+
+
+async def test_ndjson_upload_sse_and_mode(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/pipelines/timeline/stream?mode=as_completed",
+        content=b"0.3\n0.05\n0.15\n",
+        headers={**NDJSON, "Accept": "text/event-stream"},
+    )
+    events = sse_events(response.text)
+    assert [e["value"] for e in events if e["type"] == "result"] == [0.05, 0.15, 0.3]
+    assert [e["sources"] for e in events if e["type"] == "result"] == [[1], [2], [0]]
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        (b"1\n2\n{oops\n4\n", "BadLine: line 3: malformed JSON"),
+        (b'1\n\n"2"\n', "BadLine: line 3 (item 1): Input should be a valid integer"),
+        (b"1\n2\n3\n4\n", "BadLine: line 4: more than 3 items (CONVEYOR_MAX_ITEMS)"),
+    ],
+)
+async def test_ndjson_upload_bad_line_fails_the_run(
+    make_client: ClientFactory, body: bytes, error: str
+) -> None:
+    async with make_client(max_items=3) as client:
+        response = await client.post("/pipelines/echo/stream", content=body, headers=NDJSON)
+        if b"oops" in body or b'"2"' in body:
+            response = await client.post(
+                "/pipelines/quickstart/stream", content=body, headers=NDJSON
+            )
+    assert response.status_code == 200
+    events = ndjson_events(response.text)
+    assert_run_shape(events)
+    assert events[-2]["type"] == "error" and events[-2]["stage"] is None
+    assert events[-2]["error"].startswith(error)
+    assert events[-1]["status"] == "failed"
+
+
+async def test_empty_ndjson_upload(client: httpx.AsyncClient) -> None:
+    response = await client.post("/pipelines/quickstart/stream", content=b"", headers=NDJSON)
+    assert ndjson_events(response.text) == [
+        {
+            "type": "end",
+            "seq": 0,
+            "status": "succeeded",
+            "stats": ndjson_events(response.text)[0]["stats"],
+        }
+    ]
+
+
+async def test_create_job(client: httpx.AsyncClient) -> None:
+    response = await client.post("/pipelines/quickstart/jobs", json=SEVEN)
+    assert response.status_code == 202
+    body = response.json()
+    job_id = body["job_id"]
+    assert body["status"] == "running"
+    assert response.headers["location"] == f"/jobs/{job_id}" == body["status_url"]
+    assert body["events_url"] == f"/jobs/{job_id}/events"
+    assert body["results_url"] == f"/jobs/{job_id}/results"
+    events = ndjson_events((await client.get(body["events_url"])).text)
+    assert_run_shape(events)
+    assert [e["value"] for e in events if e["type"] == "result"] == [22, 40, 24]
