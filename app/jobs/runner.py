@@ -61,12 +61,12 @@ class JobRunner:
         log.info("job started", extra={"job_id": record.job_id, "pipeline": entry.name})
         return record
 
-    async def aclose(self, timeout: float = 15.0) -> None:
-        """Cancel every running job and wait (up to `timeout`) for their `end` to be written."""
+    async def aclose(self, grace_s: float = 15.0) -> None:
+        """Cancel every running job and wait (up to `grace_s`) for their `end` to be written."""
         self._stopping.set()
         tasks = list(self._tasks.values())
         if tasks:
-            _, late = await asyncio.wait(tasks, timeout=timeout)
+            _, late = await asyncio.wait(tasks, timeout=grace_s)
             for task in late:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

@@ -195,11 +195,7 @@ async def test_stream_item_errors(client: httpx.AsyncClient) -> None:
     events = ndjson_events(response.text)
     assert_run_shape(events)
     errors = sorted(
-        (
-            (e["stage"], e["action"], tuple(e["sources"]))
-            for e in events
-            if e["type"] == "item_error"
-        )
+        (e["stage"], e["action"], tuple(e["sources"])) for e in events if e["type"] == "item_error"
     )
     assert errors == [
         ("business_rule", "handled", (7,)),
