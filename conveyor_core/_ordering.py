@@ -25,11 +25,14 @@ class Slot:
 
     __slots__ = ("next", "state", "value", "sources")
 
+    next: Slot | None
+    state: int
+    value: Any  # set when resolved
+    sources: list[int]  # set when resolved
+
     def __init__(self) -> None:
-        self.next: Slot | None = None
+        self.next = None
         self.state = _PENDING
-        self.value: Any = None
-        self.sources: list[int] = []
 
 
 class OrderedSequencer:

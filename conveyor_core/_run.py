@@ -46,22 +46,20 @@ logger = logging.getLogger("conveyor_core")
 DEFAULT_MAX_IN_FLIGHT = 4096
 MODES = ("ordered", "as_completed")
 _FAIRNESS_STREAK = 64  # calls a worker runs without suspending before it lets others run
+_TAKEN: Any = object()  # a call's value went on elsewhere (parked, or streamed by a generator)
 
 StageTimer = Callable[[str, float], None]
 Work = tuple[int, Any, list[int], Slot | None]
 
 
 @types.coroutine
-def _eager(coro: Any, segment: _Segment) -> Generator[Any, Any, bool]:
-    """Run `coro` to completion inside the calling task; tell `segment` if it had to wait.
+def _resume(coro: Any, yielded: Any) -> Generator[Any, Any, None]:
+    """Go on with a coroutine that was started by hand and suspended, yielding `yielded`.
 
-    Returns True if the coroutine suspended at least once.
+    Workers start each call with `coro.send(None)` so that a call that never waits costs no
+    task and no scheduling; the few that do wait are finished through this inside the worker's
+    own task (so `current_task()`, timeouts and cancellation behave as usual).
     """
-    try:
-        yielded = coro.send(None)
-    except StopIteration:
-        return False
-    segment.suspended()
     while True:
         try:
             sent = yield yielded
@@ -72,12 +70,12 @@ def _eager(coro: Any, segment: _Segment) -> Generator[Any, Any, bool]:
             try:
                 yielded = coro.throw(exc)
             except StopIteration:
-                return True
+                return
         else:
             try:
                 yielded = coro.send(sent)
             except StopIteration:
-                return True
+                return
 
 
 class _StageRun:
@@ -93,9 +91,10 @@ class _StageRun:
         "is_batch",
         "is_gen",
         "is_coroutine",
+        "plain",
     )
 
-    def __init__(self, task: Task, call: Callable[[Any], Any]) -> None:
+    def __init__(self, task: Task, call: Callable[[Any], Any], timed: bool) -> None:
         self.name = task.name
         self.call = call
         self.policy: StagePolicy = task.policy
@@ -104,7 +103,9 @@ class _StageRun:
         self.parked: deque[Work] = deque()
         self.is_batch = isinstance(task, BatchTask)
         self.is_gen = task.is_gen or task.is_async_gen
-        self.is_coroutine = task.is_coroutine and not task.run_in_thread
+        self.is_coroutine = task.is_coroutine or task.run_in_thread
+        # a plain stage takes the fast path: no limit, no timer, one item in, one result out
+        self.plain = not (self.limit or timed or self.is_batch or self.is_gen)
 
 
 class _Segment:
@@ -278,7 +279,8 @@ class Run:
                 except Exception as exc:
                     self.fail(stage.name, exc)
                     raise
-                segments[-1].stages.append(_StageRun(stage, stage.make_call(args, kwargs)))
+                call = stage.make_call(args, kwargs)
+                segments[-1].stages.append(_StageRun(stage, call, self._timer is not None))
         ordered = self._mode == "ordered"
         sequencer = OrderedSequencer if ordered else ImmediateSequencer
         for index, segment in enumerate(segments):
@@ -329,11 +331,15 @@ class Run:
         segment.sequencer.close()
 
     def _admit(self, segment: _Segment, item: Any) -> None:
-        index = self.stats.inputs
-        self.stats.inputs = index + 1
+        stats = self.stats
+        index = stats.inputs
+        stats.inputs = index + 1
         self._live[index] = 1
         self._in_flight += 1
-        self._dispatch(segment, (0, item, [index], segment.sequencer.new_slot()))
+        segment.queue.append((0, item, [index], segment.sequencer.new_slot()))
+        if not segment.runnable:
+            segment.runnable = 1
+            self._spawn(segment)
 
     async def _wait_for_room(self) -> None:
         while self._in_flight >= self._limit:
@@ -384,14 +390,19 @@ class Run:
         streak = 0
         while queue:
             index, value, sources, slot = queue.popleft()
-            if await _eager(self._process(segment, index, value, sources, slot), segment):
-                segment.runnable += 1
-                streak = 0
-            else:
+            coro = self._process(segment, index, value, sources, slot)
+            try:
+                yielded = coro.send(None)
+            except StopIteration:
                 streak += 1
                 if streak >= _FAIRNESS_STREAK:
                     streak = 0
                     await asyncio.sleep(0)
+                continue
+            segment.suspended()  # this call waits: another worker takes the queue meanwhile
+            await _resume(coro, yielded)
+            segment.runnable += 1
+            streak = 0
         segment.runnable -= 1
 
     async def _process(
@@ -399,58 +410,84 @@ class Run:
     ) -> None:
         """Carry one value through the segment's stages, from stage `index` on."""
         stages = segment.stages
-        sequencer = segment.sequencer
-        while index < len(stages):
+        count = len(stages)
+        while index < count:
             stage = stages[index]
-            if stage.limit is not None:
-                if stage.active >= stage.limit:
-                    stage.parked.append((index, value, sources, slot))
+            if stage.plain:
+                try:
+                    result = stage.call(value)
+                    if stage.is_coroutine or inspect.isawaitable(result):
+                        result = await result
+                except Exception as exc:
+                    result = await stage.policy.recover(exc, stage.call, value, sources, self)
+            else:
+                result, sources = await self._call(segment, stage, index, value, sources, slot)
+                if result is _TAKEN:
                     return
-                stage.active += 1
-            started = time.perf_counter() if self._timer is not None else 0.0
-            try:
-                if stage.is_gen:
-                    await self._fan_out_stream(segment, index, value, sources, slot)
-                    return
-                if stage.is_batch:
-                    result, sources = await self._call_batch(stage, value, sources)
-                else:
-                    try:
-                        result = stage.call(value)
-                        if stage.is_coroutine or inspect.isawaitable(result):
-                            result = await result
-                    except Exception as exc:
-                        result = await stage.policy.recover(exc, stage.call, value, sources, self)
-            finally:
-                if self._timer is not None:
-                    self._timer(stage.name, time.perf_counter() - started)
-                if stage.limit is not None:
-                    stage.active -= 1
-                    if stage.parked:
-                        self._dispatch(segment, stage.parked.popleft())
             index += 1
             if result is None or result is SKIPPED:
                 self._release(sources)
-                sequencer.resolve_empty(slot)
+                segment.sequencer.resolve_empty(slot)
                 return
-            if type(result) is list:
+            kind = type(result)
+            if kind is list:
                 result = [item for item in result if item is not None]
                 if not result:
                     self._release(sources)
-                    sequencer.resolve_empty(slot)
+                    segment.sequencer.resolve_empty(slot)
                     return
                 if len(result) > 1:
                     self._retain(sources, len(result) - 1)
                     cursor = slot
                     for item in result[1:]:
-                        cursor = sequencer.insert_after(cursor)
+                        cursor = segment.sequencer.insert_after(cursor)
                         self._dispatch(segment, (index, item, sources, cursor))
                 result = result[0]
-            elif inspect.isgenerator(result) or inspect.isasyncgen(result):
+            elif kind is types.GeneratorType or kind is types.AsyncGeneratorType:
                 await self._fan_out_stream(segment, index - 1, value, sources, slot, result)
                 return
             value = result
-        sequencer.resolve(slot, value, sources)
+        segment.sequencer.resolve(slot, value, sources)
+
+    async def _call(
+        self,
+        segment: _Segment,
+        stage: _StageRun,
+        index: int,
+        value: Any,
+        sources: list[int],
+        slot: Slot | None,
+    ) -> tuple[Any, list[int]]:
+        """A call with a concurrency limit, a timer, a batch or a generator.
+
+        Returns `_TAKEN` as the result when the value went elsewhere (parked or streamed on).
+        """
+        if stage.limit is not None:
+            if stage.active >= stage.limit:
+                stage.parked.append((index, value, sources, slot))
+                return _TAKEN, sources
+            stage.active += 1
+        started = time.perf_counter()
+        try:
+            if stage.is_gen:
+                await self._fan_out_stream(segment, index, value, sources, slot)
+                return _TAKEN, sources
+            if stage.is_batch:
+                return await self._call_batch(stage, value, sources)
+            try:
+                result = stage.call(value)
+                if stage.is_coroutine or inspect.isawaitable(result):
+                    result = await result
+            except Exception as exc:
+                result = await stage.policy.recover(exc, stage.call, value, sources, self)
+            return result, sources
+        finally:
+            if self._timer is not None:
+                self._timer(stage.name, time.perf_counter() - started)
+            if stage.limit is not None:
+                stage.active -= 1
+                if stage.parked:
+                    self._dispatch(segment, stage.parked.popleft())
 
     async def _call_batch(
         self, stage: _StageRun, members: list[Member], sources: list[int]
@@ -500,9 +537,12 @@ class Run:
             sources = members[0][1]
         else:
             sources = sorted({source for _, member in members for source in member})
-            self._retain(sources)
-            for _, member in members:
-                self._release(member)
+            if len(sources) != sum(len(member) for _, member in members):
+                # members share inputs (a fan-out): the batch holds one reference per input
+                self._retain(sources)
+                for _, member in members:
+                    self._release(member)
+            # else the members' references pass to the batch unchanged
         self._dispatch(segment, (0, members, sources, segment.sequencer.new_slot()))
 
     def _drop(self, stage: str, members: list[Member]) -> None:
