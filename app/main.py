@@ -52,6 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "auth": bool(settings.api_keys),
             },
         )
+        await store.start()
         try:
             yield
         finally:

@@ -187,5 +187,8 @@ class JobStore(ABC):
             e["value"] async for e in self.events(job_id, follow=False) if e["type"] == "result"
         ]
 
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Start background work (a shared store's reaper); the app's lifespan calls it."""
+
     async def close(self) -> None:  # noqa: B027 - optional hook
-        """Release connections; default: nothing."""
+        """Release connections (and stop what `start` started); default: nothing."""

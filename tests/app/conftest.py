@@ -20,6 +20,7 @@ from fastapi import FastAPI
 
 from app.core.config import Settings
 from app.main import create_app
+from tests.app.redis_server import redis_prefix, redis_url  # noqa: F401 - shared fixtures
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE_PIPELINES = "tests.app.svc_pipelines"

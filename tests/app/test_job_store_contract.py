@@ -6,6 +6,7 @@ A new implementation joins by adding a factory to `STORE_FACTORIES` (or a param 
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 
 from app.jobs.memory import MemoryJobStore
+from app.jobs.redis import RedisJobStore
 from app.jobs.store import JobLimitReached, JobNotFound, JobRecord, JobStatus, JobStore
 
 StoreFactory = Callable[..., Any]
@@ -25,12 +27,25 @@ async def _memory(ttl_s: float) -> AsyncIterator[JobStore]:
     await store.close()
 
 
-STORE_FACTORIES: dict[str, StoreFactory] = {"memory": _memory}
+@asynccontextmanager
+async def _redis(ttl_s: float, *, url: str, prefix: str) -> AsyncIterator[JobStore]:
+    store = RedisJobStore(url, ttl_s=ttl_s, prefix=prefix)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+STORE_FACTORIES: dict[str, StoreFactory] = {"memory": _memory, "redis": _redis}
 
 
 @pytest.fixture(params=sorted(STORE_FACTORIES))
 def make_store(request: pytest.FixtureRequest) -> StoreFactory:
-    return STORE_FACTORIES[request.param]
+    factory = STORE_FACTORIES[request.param]
+    if request.param == "redis":  # a real Redis (tests/app/redis_server.py), a prefix per test
+        url, prefix = (request.getfixturevalue(name) for name in ("redis_url", "redis_prefix"))
+        return functools.partial(factory, url=url, prefix=prefix)
+    return factory
 
 
 def _record(job_id: str = "j1", pipeline: str = "quickstart") -> JobRecord:
