@@ -1,0 +1,75 @@
+"""app.upload: NDJSON lines to items, however the body is cut into chunks."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from app.pipelines.schema import ItemType
+from app.upload import BadLine, ndjson_items
+
+INT = ItemType(int, where="test")
+ANY = ItemType(Any, where="test")
+
+
+async def _chunks(parts: list[bytes]) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part
+
+
+async def _items(parts: list[bytes], item_type: ItemType = INT, max_items: int = 100) -> list[Any]:
+    return [item async for item in ndjson_items(_chunks(parts), item_type, max_items=max_items)]
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=5,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(values=st.lists(json_values, max_size=8), cuts=st.lists(st.integers(0, 400), max_size=6))
+async def test_any_chunking_gives_the_same_items(values: list[Any], cuts: list[int]) -> None:
+    body = b"".join(json.dumps(v).encode() + b"\n" for v in values)
+    points = sorted({c % (len(body) + 1) for c in cuts})
+    parts = [body[a:b] for a, b in zip([0, *points], [*points, len(body)], strict=True)]
+    assert await _items(parts, ANY) == values
+
+
+async def test_blank_lines_crlf_and_a_last_line_without_newline() -> None:
+    assert await _items([b"1\r\n\n  \n2\n3"]) == [1, 2, 3]
+
+
+async def test_items_are_validated_strictly() -> None:
+    with pytest.raises(BadLine, match=r"^line 2 \(item 1\): Input should be a valid integer"):
+        await _items([b'1\n"2"\n'])
+
+
+async def test_malformed_json_names_the_line() -> None:
+    with pytest.raises(BadLine, match=r"^line 3: malformed JSON"):
+        await _items([b"1\n\n{nope\n"], ANY)
+
+
+async def test_item_limit() -> None:
+    assert await _items([b"1\n2\n"], max_items=2) == [1, 2]
+    with pytest.raises(BadLine, match=r"^line 3: more than 2 items"):
+        await _items([b"1\n2\n3\n"], max_items=2)
+
+
+async def test_items_come_before_the_body_ends() -> None:
+    received: list[Any] = []
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"1\n2"
+        assert received == [1]  # the first item was handed on before more was read
+        yield b"\n"
+
+    async for item in ndjson_items(body(), INT, max_items=10):
+        received.append(item)
+    assert received == [1, 2]
