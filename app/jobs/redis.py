@@ -402,13 +402,16 @@ class RedisJobStore(JobStore):
             try:
                 await pubsub.subscribe(self._keys.cancel)
                 await self._check_waiters()
+                if backoff > BACKOFF_FIRST_S:
+                    log.info("cancel listener: subscribed again")
                 backoff = BACKOFF_FIRST_S
                 while True:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5)
                     if message is not None and message["type"] == "message":
                         self._wake(message["data"].decode())
             except UNREACHABLE as exc:
-                log.warning("cancel listener: %s; resubscribing", self._error(exc))
+                if backoff == BACKOFF_FIRST_S:
+                    log.warning("cancel listener: %s; resubscribing", self._error(exc))
             except Exception:
                 log.exception("cancel listener failed; resubscribing")
             finally:
