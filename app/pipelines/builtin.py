@@ -231,7 +231,7 @@ async def fetch(query: str) -> list[Document]:
     ]
 
 
-@batch_task(max_size=4, max_wait=0.1)
+@batch_task(max_size=4)
 async def rerank_batch(batch: list[Document]) -> list[RankedDocument]:
     await asyncio.sleep(0.12)
     scored = sorted(
