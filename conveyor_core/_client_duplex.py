@@ -22,7 +22,70 @@ from conveyor_core._client_errors import ServiceConnectionError
 
 __all__ = ["DuplexResponse", "duplex_post"]
 
-_READ_SIZE = 65536
+_HIGH_WATER = 256 * 1024  # bytes read ahead of the caller before the socket is paused
+
+
+class _Connection(asyncio.Protocol):
+    """A socket with a read buffer that outlives write errors, and write flow control.
+
+    (asyncio's StreamReader drops what it buffered once a write fails; a service that answers
+    early and closes, while the upload is still going, must still be read to the end.)
+    """
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self._data = bytearray()
+        self._closed = False
+        self._readable = asyncio.Event()
+        self._writable = asyncio.Event()
+        self._writable.set()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self._data += data
+        self._readable.set()
+        if len(self._data) > _HIGH_WATER and self.transport is not None:
+            self.transport.pause_reading()
+
+    def eof_received(self) -> bool:
+        self._closed = True
+        self._readable.set()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self._readable.set()
+        self._writable.set()
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    async def read(self) -> bytes:
+        """What has arrived, waiting for something; b"" once the connection is closed."""
+        while not self._data and not self._closed:
+            self._readable.clear()
+            await self._readable.wait()
+        data = bytes(self._data)
+        self._data.clear()
+        if self.transport is not None and not self._closed:
+            self.transport.resume_reading()
+        return data
+
+    async def write(self, data: bytes) -> None:
+        if self._closed or self.transport is None or self.transport.is_closing():
+            raise ConnectionResetError("the connection is closed")
+        self.transport.write(data)
+        await self._writable.wait()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
 
 
 class DuplexResponse:
@@ -31,12 +94,12 @@ class DuplexResponse:
     def __init__(
         self,
         conn: h11.Connection,
-        reader: asyncio.StreamReader,
+        sock: _Connection,
         response: h11.Response,
         upload: asyncio.Task[None],
     ) -> None:
         self._conn = conn
-        self._reader = reader
+        self._sock = sock
         self._upload = upload
         self.status_code = response.status_code
         self.headers: dict[str, str] = {
@@ -46,7 +109,7 @@ class DuplexResponse:
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
         while True:
-            event = await _next_event(self._conn, self._reader, self._upload)
+            event = await _next_event(self._conn, self._sock, self._upload)
             if isinstance(event, h11.Data):
                 yield bytes(event.data)
             elif isinstance(event, h11.EndOfMessage) or event is h11.PAUSED:
@@ -72,10 +135,11 @@ async def duplex_post(
     host = parts.hostname or "localhost"
     port = parts.port or (443 if secure else 80)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    loop = asyncio.get_running_loop()
     try:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(
-                host, port, ssl=ssl.create_default_context() if secure else None
+        _, sock = await asyncio.wait_for(
+            loop.create_connection(
+                _Connection, host, port, ssl=ssl.create_default_context() if secure else None
             ),
             connect_timeout,
         )
@@ -89,54 +153,53 @@ async def duplex_post(
         "connection": "close",
         **{name.lower(): value for name, value in headers.items()},
     }
-    writer.write(conn.send(h11.Request(method="POST", target=target, headers=list(head.items()))))
-    upload = asyncio.create_task(_send_body(conn, writer, body))
+    upload = asyncio.create_task(_send_body(conn, sock, head, target, body))
     try:
         while True:
-            event = await _next_event(conn, reader, upload)
+            event = await _next_event(conn, sock, upload)
             if isinstance(event, h11.Response):
                 break
             if isinstance(event, h11.ConnectionClosed):
                 raise ServiceConnectionError("the service closed the connection before answering")
-        yield DuplexResponse(conn, reader, event, upload)
+        yield DuplexResponse(conn, sock, event, upload)
     finally:
         upload.cancel()
         with contextlib.suppress(BaseException):
             await upload
-        writer.transport.abort()
+        sock.abort()
 
 
 async def _send_body(
-    conn: h11.Connection, writer: asyncio.StreamWriter, body: AsyncIterable[bytes]
+    conn: h11.Connection,
+    sock: _Connection,
+    head: dict[str, str],
+    target: str,
+    body: AsyncIterable[bytes],
 ) -> None:
-    """Write `body` as chunks; on an error of `body` itself, abort the connection and re-raise."""
+    """Send the request; if `body` itself raises, abort the connection and re-raise."""
     try:
+        await sock.write(
+            conn.send(h11.Request(method="POST", target=target, headers=list(head.items())))
+        )
         async for chunk in body:
             if chunk:
-                writer.write(conn.send(h11.Data(data=chunk)))
-                await writer.drain()
+                await sock.write(conn.send(h11.Data(data=chunk)))
+        await sock.write(conn.send(h11.EndOfMessage()))
     except (OSError, h11.LocalProtocolError):
         return  # the service went away or has answered in full: the reader sees it
     except Exception:
-        writer.transport.abort()  # wakes the reader, which re-raises this error
+        sock.abort()  # wakes the reader, which re-raises this error
         raise
-    with contextlib.suppress(OSError, h11.LocalProtocolError):
-        writer.write(conn.send(h11.EndOfMessage()))
-        await writer.drain()
 
 
 async def _next_event(
-    conn: h11.Connection, reader: asyncio.StreamReader, upload: asyncio.Task[None]
+    conn: h11.Connection, sock: _Connection, upload: asyncio.Task[None]
 ) -> h11.Event | type[h11.PAUSED]:
     while True:
         event = conn.next_event()
         if event is not h11.NEED_DATA:
             return cast(h11.Event | type[h11.PAUSED], event)
-        try:
-            data = await reader.read(_READ_SIZE)
-        except OSError as exc:
-            _raise_upload_error(upload)
-            raise ServiceConnectionError(f"connection to the service lost: {exc!r}") from exc
+        data = await sock.read()
         if not data:
             _raise_upload_error(upload)
         try:

@@ -471,7 +471,7 @@
   }
 
   function formatTick(ms, span) {
-    if (span < 2000) return `${Math.round(ms)} ms`;
+    if (span < 1000) return `${Math.round(ms)} ms`;
     return `${Number((ms / 1000).toFixed(2))} s`;
   }
 

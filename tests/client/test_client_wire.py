@@ -17,7 +17,7 @@ async def _chunks(data: bytes, size: int) -> AsyncIterator[bytes]:
 SSE = (
     ": ping - 2024-01-01\r\n\r\n"
     'id: 0\r\nevent: result\r\ndata: {"seq": 0, "value": "é", "sources": [0]}\r\n\r\n'
-    "id: 1\nevent: end\ndata: {\"seq\": 1, \"status\": \"succeeded\",\ndata: \"stats\": {}}\n\n"
+    'id: 1\nevent: end\ndata: {"seq": 1, "status": "succeeded",\ndata: "stats": {}}\n\n'
 ).encode()
 
 
@@ -42,6 +42,8 @@ async def test_lines_split_on_cr_lf_and_crlf_across_chunks() -> None:
 
 
 async def test_ndjson_lines() -> None:
-    body = b'{"type": "result", "seq": 0, "value": 1, "sources": [0]}\n\n{"type": "end", "seq": 1}\n'
+    body = (
+        b'{"type": "result", "seq": 0, "value": 1, "sources": [0]}\n\n{"type": "end", "seq": 1}\n'
+    )
     events = [e async for e in iter_events(_chunks(body, 4), "application/x-ndjson")]
     assert [e["type"] for e in events] == ["result", "end"]
