@@ -2,14 +2,15 @@
 
 Both kinds race three things in one task group, and the first to finish cancels the others:
 sending the events, watching `receive` for the client's disconnect, and (SSE) the keep-alive
-ping. Events are pulled from the run one at a time, only after the previous one was handed to
-the server, so a slow reader slows the run; a send that waits longer than `send_timeout`
-(a frozen client) ends the response. Ending the response, for any reason, closes the events
-iterator, which cancels the run and waits for its calls to stop.
+ping. Between the run and the socket wait at most `COALESCE` events (what is waiting when the
+socket takes more goes out in one write), so a slow reader slows the run; a send that waits
+longer than `send_timeout` (a frozen client) ends the response. Ending the response, for any
+reason, closes the events iterator, which cancels the run and waits for its calls to stop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
@@ -31,13 +32,47 @@ log = logging.getLogger("conveyor.service.http")
 Events = AsyncGenerator[dict[str, Any], None]
 T = TypeVar("T")
 
+COALESCE = 64  # events at most in one write, and waiting between the run and the socket
+
 
 async def _framed(
     events: Events, frame: Callable[[dict[str, Any]], bytes]
 ) -> AsyncGenerator[bytes, None]:
-    async with aclosing(events):
-        async for event in events:
-            yield frame(event)
+    """The framed events; those already waiting when the socket takes more go out together.
+
+    A producer task pulls the run into a queue of `COALESCE` events; each chunk sent joins
+    what the queue holds at that moment. Memory stays bounded by the queue, and a slow reader
+    still stops the run once the queue is full.
+    """
+    queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(COALESCE)
+
+    async def produce() -> None:
+        try:
+            async with aclosing(events):
+                async for event in events:
+                    await queue.put(frame(event))
+        except Exception as exc:  # handed to the consumer, raised there
+            await queue.put(exc)
+        else:
+            await queue.put(None)
+
+    producer = asyncio.create_task(produce())
+    try:
+        done = False
+        while not done:
+            chunks = [await queue.get()]
+            while not queue.empty() and len(chunks) < COALESCE:
+                chunks.append(queue.get_nowait())
+            if isinstance(chunks[-1], BaseException):
+                raise chunks[-1]
+            done = chunks[-1] is None
+            data = b"".join(c for c in chunks if isinstance(c, bytes))
+            if data:
+                yield data
+    finally:
+        producer.cancel()
+        with anyio.CancelScope(shield=True):
+            await asyncio.wait({producer})
 
 
 class NDJSONResponse(Response):
