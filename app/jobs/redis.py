@@ -2,27 +2,24 @@
 
 The layout is in `app.jobs.keys`: per job a hash (the record) and a stream (the events, entry id
 `0-{seq + 1}`), plus one sorted set of running jobs scored by lease deadline and one pub/sub
-channel for cancellations. Each write that has to be atomic is one Lua script:
+channel for cancellations. Each write that has to be atomic is one Lua script
+(`app.jobs.redis_scripts`): create (under the running-job limit), append (a batch; `end`
+finishes the job), cancel (flag and publish), renew (the lease), lose (the reaper's claim).
 
-    create   count the running set, refuse over the limit, write the record, take the lease
-    append   check the seq, XADD, extend the lease; for `end` also set status, stats and
-             finished_at, leave the running set and start the retention time of hash and stream
-    cancel   set `cancel_requested` on a running job and PUBLISH its id
-    renew    extend the lease; tell the owner whether cancellation was requested or the job lost
-    lose     the reaper's claim: a lease past its deadline gets `error` (WorkerLost) and `end`
-             (failed) in one step, so exactly one replica writes them
-
-Lease deadlines use Redis's clock (`TIME`), so replicas' clocks need not agree. Followers block
-on `XREAD` (each its own read, woken by the append); a bounded block lets them notice expiry.
-Two background tasks live between `start()` and `close()`: the reaper, and the listener that
-turns cancellation messages into the local `wait_cancel` wake-ups.
+Appends go through a per-job `EventWriter` (`app.jobs.redis_writer`): queued, then written in
+batches by one flusher task, so the run does not wait a round trip per event. Followers read in
+bulk with a script that returns the events as one JSON array, and when they have caught up they
+block on `XREAD` (each its own read, woken by the next append); a bounded block lets them notice
+expiry. Two background tasks live between `start()` and `close()`: the reaper, which fails jobs
+whose lease is three periods old (WorkerLost), and the listener that turns cancellation messages
+into the local `wait_cancel` wake-ups (the lease renewal also reports a requested cancellation,
+in case a message was missed).
 
 The key prefix (`conveyor:`) can be changed with a `prefix` query parameter of the URL
 (`redis://host:6379/0?prefix=staging:`), so that several deployments can share one Redis.
 
 Outages: a call that cannot reach Redis raises `StoreUnavailable` after a short retry, except
-`append` and live followers, which retry with backoff for `retry_s` seconds (an append carries a
-token, so a retried append that had gone through is not written twice).
+`append` and live followers, which retry with backoff for `retry_s` seconds.
 """
 
 from __future__ import annotations
@@ -45,7 +42,9 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
-from app.jobs.keys import DEFAULT_PREFIX, EVENT_FIELD, Keys, entry_id
+from app.jobs import redis_scripts as lua
+from app.jobs.keys import DEFAULT_PREFIX, EVENT_FIELD, Keys, entry_id, entry_seq
+from app.jobs.redis_writer import Behind, EventWriter, Pending
 from app.jobs.store import (
     JobLimitReached,
     JobNotFound,
@@ -63,120 +62,15 @@ log = logging.getLogger("conveyor.service.jobs.redis")
 WORKER_LOST = "WorkerLost: the replica running this job stopped renewing its lease"
 LOST_AFTER = 3  # lease periods without renewal after which a job is lost
 BLOCK_MS = 2_000  # one blocking XREAD; then a follower checks the job still exists
-READ_COUNT = 512  # stream entries per read
+READ_COUNT = 512  # events per bulk read
+WAKE_COUNT = 64  # events per blocking read; a full one switches the follower to bulk reads
+CLOSE_GRACE_S = 5.0  # how long `close` lets queued events reach Redis
 SOCKET_TIMEOUT_S = 10.0  # must exceed BLOCK_MS
 CONNECT_TIMEOUT_S = 2.0
 BACKOFF_FIRST_S = 0.05
 BACKOFF_MAX_S = 1.0
 
 UNREACHABLE = (rexc.ConnectionError, rexc.TimeoutError, rexc.ReadOnlyError, OSError)
-
-_NOW_MS = """
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-"""
-
-# KEYS job, running; ARGV id, max_running, lost_ms (the lease's deadline offset), token,
-# then the record's field, value, ...
-_CREATE = (
-    _NOW_MS
-    + """
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  if redis.call('HGET', KEYS[1], 'token') == ARGV[4] then return {0, 0} end
-  return {1, 0}
-end
-local running = redis.call('ZCARD', KEYS[2])
-if running >= tonumber(ARGV[2]) then return {2, running} end
-redis.call('HSET', KEYS[1], unpack(ARGV, 5))
-redis.call('ZADD', KEYS[2], now_ms() + tonumber(ARGV[3]), ARGV[1])
-return {0, running + 1}
-"""
-)
-
-# KEYS job, events, running; ARGV id, seq, type, event JSON, token, ttl ms, results +, skipped +,
-# and for `end`: status, stats JSON, finished_at
-_APPEND = (
-    _NOW_MS
-    + """
-local st = redis.call('HMGET', KEYS[1], 'status', 'next', 'token', 'lost_ms')
-if not st[1] then return {1, 0} end
-local seq, nxt = tonumber(ARGV[2]), tonumber(st[2])
-if st[3] == ARGV[5] and seq == nxt - 1 then return {0, nxt} end
-if st[1] ~= 'running' then return {2, nxt} end
-if seq ~= nxt then return {3, nxt} end
-redis.call('XADD', KEYS[2], '0-' .. (seq + 1), 'e', ARGV[4])
-redis.call('HSET', KEYS[1], 'next', seq + 1, 'token', ARGV[5])
-if ARGV[7] ~= '0' then redis.call('HINCRBY', KEYS[1], 'results', ARGV[7]) end
-if ARGV[8] ~= '0' then redis.call('HINCRBY', KEYS[1], 'skipped', ARGV[8]) end
-if ARGV[3] == 'end' then
-  redis.call('HSET', KEYS[1], 'status', ARGV[9], 'stats', ARGV[10], 'finished_at', ARGV[11])
-  redis.call('ZREM', KEYS[3], ARGV[1])
-  redis.call('PEXPIRE', KEYS[1], ARGV[6])
-  redis.call('PEXPIRE', KEYS[2], ARGV[6])
-else
-  redis.call('ZADD', KEYS[3], 'XX', now_ms() + tonumber(st[4]), ARGV[1])
-end
-return {0, seq + 1}
-"""
-)
-
-# KEYS job; ARGV channel, id
-_CANCEL = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return {} end
-if redis.call('HGET', KEYS[1], 'status') == 'running' then
-  redis.call('HSET', KEYS[1], 'cancel_requested', '1')
-  redis.call('PUBLISH', ARGV[1], ARGV[2])
-end
-return redis.call('HGETALL', KEYS[1])
-"""
-
-# KEYS job, running; ARGV id.  -1: not running any more, 1: cancellation requested, 0: renewed
-_RENEW = (
-    _NOW_MS
-    + """
-local lost = redis.call('HGET', KEYS[1], 'lost_ms')
-if not lost or not redis.call('ZSCORE', KEYS[2], ARGV[1]) then return -1 end
-redis.call('ZADD', KEYS[2], 'XX', now_ms() + tonumber(lost), ARGV[1])
-if redis.call('HGET', KEYS[1], 'cancel_requested') == '1' then return 1 end
-return 0
-"""
-)
-
-# KEYS running; ARGV limit.  The running jobs whose lease deadline has passed.
-_EXPIRED = (
-    _NOW_MS
-    + """
-return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms(), 'LIMIT', 0, tonumber(ARGV[1]))
-"""
-)
-
-# KEYS job, events, running; ARGV id, error message as a JSON string, ttl ms, finished_at
-_LOSE = (
-    _NOW_MS
-    + """
-local deadline = redis.call('ZSCORE', KEYS[3], ARGV[1])
-if not deadline or tonumber(deadline) > now_ms() then return 0 end
-redis.call('ZREM', KEYS[3], ARGV[1])
-local st = redis.call('HMGET', KEYS[1], 'status', 'next', 'items', 'created_at', 'results',
-                      'skipped')
-if st[1] ~= 'running' then return 0 end
-local n = tonumber(st[2])
-local elapsed = math.max(0, tonumber(ARGV[4]) - tonumber(st[4]))
-local stats = '{"inputs":' .. st[3] .. ',"results":' .. st[5] .. ',"skipped":' .. st[6]
-  .. ',"dropped":0,"elapsed_s":' .. string.format('%.6f', elapsed) .. '}'
-redis.call('XADD', KEYS[2], '0-' .. (n + 1), 'e',
-  '{"type":"error","seq":' .. n .. ',"stage":null,"error":' .. ARGV[2] .. '}')
-redis.call('XADD', KEYS[2], '0-' .. (n + 2), 'e',
-  '{"type":"end","seq":' .. (n + 1) .. ',"status":"failed","stats":' .. stats .. '}')
-redis.call('HSET', KEYS[1], 'next', n + 2, 'status', 'failed', 'stats', stats,
-           'finished_at', ARGV[4])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
-return 1
-"""
-)
 
 
 @dataclass(slots=True)
@@ -213,10 +107,16 @@ class RedisJobStore(JobStore):
             retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2),
             health_check_interval=30,
         )
-        script = self._redis.register_script
-        self._create, self._append, self._cancel = script(_CREATE), script(_APPEND), script(_CANCEL)
-        self._renew, self._expired, self._lose = script(_RENEW), script(_EXPIRED), script(_LOSE)
+        script = self._redis.register_script  # EVALSHA, loaded again after a Redis restart
+        self._create = script(lua.CREATE)
+        self._append = script(lua.APPEND)
+        self._fetch = script(lua.FETCH)
+        self._cancel = script(lua.CANCEL)
+        self._renew = script(lua.RENEW)
+        self._expired = script(lua.EXPIRED)
+        self._lose = script(lua.LOSE)
         self._tokens = (f"{uuid.uuid4().hex[:12]}:{n}" for n in itertools.count())
+        self._writers: dict[str, EventWriter] = {}
         self._waiters: dict[str, _Waiter] = {}
         self._listener: asyncio.Task[None] | None = None
         self._reaper: asyncio.Task[None] | None = None
@@ -234,63 +134,52 @@ class RedisJobStore(JobStore):
             raise JobLimitReached(int(count), max_running)
 
     async def get(self, job_id: str) -> JobRecord | None:
+        await self._settle(job_id)
         with self._unavailable():
             data = await self._redis.hgetall(self._keys.job(job_id))
         return _record(cast(dict[bytes, bytes], data)) if data else None
 
     async def append(self, job_id: str, event: WireEvent) -> None:
-        seq, kind = int(event["seq"]), str(event["type"])
-        results = 1 if kind == "result" else 0
-        skipped = len(event.get("sources") or ()) if kind == "item_error" else 0
-        if kind == "item_error" and not str(event.get("action", "")).startswith("skip"):
-            skipped = 0
-        args: list[Any] = [job_id, seq, kind, _dumps(event), next(self._tokens), self._ttl_ms]
-        args += [results, skipped]
-        if kind == "end":
-            args += [JobStatus(event["status"]).value, _dumps(event.get("stats")), time.time()]
-        keys = [self._keys.job(job_id), self._keys.events(job_id), self._keys.running]
-        backoff = _Backoff(self.retry_s, f"append to job {job_id}")
-        while True:
-            try:
-                code, expected = await self._append(keys, args)
-                break
-            except UNREACHABLE as exc:
-                await backoff.wait(self._error(exc))
-        if code == 1:
-            raise JobNotFound(job_id)
-        if code == 2:
-            raise ValueError(f"job {job_id!r} has ended")
-        if code == 3:
-            raise ValueError(f"event seq {seq} != next seq {expected}")
+        writer = self._writers.get(job_id)
+        if writer is None:
+            writer = self._writers[job_id] = EventWriter(
+                lambda batch, token: self._write(job_id, batch, token),
+                retry_s=self.retry_s,
+                unreachable=UNREACHABLE,
+                token=lambda: next(self._tokens),
+                on_done=lambda done: self._forget(job_id, done),
+                what=f"job {job_id} events",
+            )
+        await writer.append(_pending(event))
 
     async def events(
         self, job_id: str, *, after: int = -1, follow: bool = True
     ) -> AsyncIterator[WireEvent]:
+        await self._settle(job_id)
         backoff = _Backoff(self.retry_s, f"read job {job_id}")
-        status = await self._retrying(backoff, self._status, job_id)
-        if status is None:
-            return
-        follow = follow and status == JobStatus.RUNNING.value
-        stream, last = self._keys.events(job_id), entry_id(max(after, -1))
+        last, bulk = max(after, -1), True
         while True:
-            block = BLOCK_MS if follow else None
-            reply = await self._retrying(backoff, self._read, stream, last, block)
-            for _, fields in reply:
-                event: WireEvent = from_json(fields[EVENT_FIELD])
+            if bulk:  # catching up: a script call returns many events as one JSON array
+                status, events = await self._retrying(backoff, self._read_bulk, job_id, last)
+                for event in events:
+                    yield event
+                    if event["type"] == "end":
+                        return
+                if events:
+                    last = events[-1]["seq"]
+                if len(events) == READ_COUNT:
+                    continue
+                if not follow or status != JobStatus.RUNNING.value:
+                    return  # done, unknown or expired: the script read status and events at once
+            # caught up: block until the next append (or BLOCK_MS, then check the status)
+            entries = await self._retrying(backoff, self._read_live, job_id, last)
+            for entry, fields in entries:
+                event = from_json(fields[EVENT_FIELD])
                 yield event
                 if event["type"] == "end":
                     return
-            if reply:
-                last = reply[-1][0]
-                if not follow and len(reply) < READ_COUNT:
-                    return
-            elif not follow:
-                return
-            else:  # a block passed without events: the job may have ended or expired since
-                status = await self._retrying(backoff, self._status, job_id)
-                if status is None:
-                    return
-                follow = status == JobStatus.RUNNING.value  # else: read what is left, stop
+                last = entry_seq(entry)
+            bulk = not entries or len(entries) == WAKE_COUNT
 
     async def request_cancel(self, job_id: str) -> JobRecord | None:
         with self._unavailable():
@@ -343,6 +232,8 @@ class RedisJobStore(JobStore):
             self._reaper = asyncio.create_task(self._reap_forever(), name="conveyor-reaper")
 
     async def close(self) -> None:
+        writers = list(self._writers.values())
+        await asyncio.gather(*(writer.close(CLOSE_GRACE_S) for writer in writers))
         tasks = [t for t in (self._listener, self._reaper) if t is not None]
         self._listener = self._reaper = None
         for task in tasks:
@@ -433,12 +324,41 @@ class RedisJobStore(JobStore):
 
     # -- helpers ---------------------------------------------------------------------------------
 
-    async def _status(self, job_id: str) -> str | None:
-        status = cast(bytes | None, await self._redis.hget(self._keys.job(job_id), "status"))
-        return None if status is None else status.decode()
+    async def _write(self, job_id: str, batch: list[Pending], token: str) -> None:
+        """One script call for `batch` (consecutive events of the job)."""
+        first, last = batch[0], batch[-1]
+        end: list[Any] = ["", "", ""] if last.end is None else list(last.end)
+        args: list[Any] = [job_id, self._ttl_ms, token, first.seq]
+        args += [sum(p.results for p in batch), sum(p.skipped for p in batch), *end]
+        keys = [self._keys.job(job_id), self._keys.events(job_id), self._keys.running]
+        code, expected = await self._append(keys, [*args, *(p.data for p in batch)])
+        if code == 1:
+            raise JobNotFound(job_id)
+        if code == 2:
+            raise ValueError(f"job {job_id!r} has ended")
+        if code == 3:
+            if first.seq < expected <= last.seq + 1:
+                raise Behind(expected)
+            raise ValueError(f"event seq {first.seq} != next seq {expected}")
 
-    async def _read(self, stream: str, last: bytes | str, block: int | None) -> list[Any]:
-        reply: Any = await self._redis.xread({stream: last}, count=READ_COUNT, block=block)
+    def _forget(self, job_id: str, writer: EventWriter) -> None:
+        if self._writers.get(job_id) is writer:
+            del self._writers[job_id]
+
+    async def _settle(self, job_id: str) -> None:
+        """Let this replica's queued events of the job reach Redis first (read your writes)."""
+        writer = self._writers.get(job_id)
+        if writer is not None:
+            await writer.drain(1.0)
+
+    async def _read_bulk(self, job_id: str, last: int) -> tuple[str, list[WireEvent]]:
+        keys = [self._keys.job(job_id), self._keys.events(job_id)]
+        status, count, blob = await self._fetch(keys, [entry_id(last + 1), READ_COUNT])
+        return status.decode(), from_json(blob) if count else []
+
+    async def _read_live(self, job_id: str, last: int) -> list[Any]:
+        streams: dict[Any, Any] = {self._keys.events(job_id): entry_id(last)}
+        reply: Any = await self._redis.xread(streams, count=WAKE_COUNT, block=BLOCK_MS)
         return list(reply[0][1]) if reply else []
 
     async def _retrying(self, backoff: _Backoff, call: Any, *args: Any) -> Any:
@@ -491,6 +411,18 @@ class _Backoff:
 
 def _dumps(value: Any) -> bytes:
     return to_json(value, inf_nan_mode="null")
+
+
+def _pending(event: WireEvent) -> Pending:
+    kind = event["type"]
+    item = Pending(int(event["seq"]), _dumps(event))
+    if kind == "result":
+        item.results = 1
+    elif kind == "item_error" and str(event.get("action", "")).startswith("skip"):
+        item.skipped = len(event.get("sources") or ())
+    elif kind == "end":
+        item.end = (JobStatus(event["status"]).value, _dumps(event.get("stats")), time.time())
+    return item
 
 
 def _fields(record: JobRecord, lost_ms: int) -> list[Any]:

@@ -97,7 +97,12 @@ class JobRunner:
     async def _consume(self, job_id: str, run: Run, written: _Written) -> None:
         async with aclosing(run.events()) as events:
             async for event in events:
-                await self.store.append(job_id, jsonable(event))
+                try:
+                    await self.store.append(job_id, jsonable(event))
+                except asyncio.CancelledError:  # a store finishes an append it has begun
+                    written.next_seq = event["seq"] + 1
+                    written.ended = event["type"] == "end"
+                    raise
                 written.next_seq = event["seq"] + 1
                 written.ended = event["type"] == "end"
 

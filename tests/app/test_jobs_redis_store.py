@@ -154,9 +154,13 @@ async def test_a_lost_job_fails_once_with_worker_lost(replicas: Replicas) -> Non
         assert record.stats == end["stats"] and record.finished_at is not None
         assert await rest[0].running_count() == 0
         assert elapsed < 4 * 0.2 + 3  # within four lease periods, plus a noisy machine's margin
-        # the owner, back to life, can write nothing more and is told to stop
+        # the owner, back to life, can write nothing more (its appends are queued: the error
+        # comes with the first one that waits for Redis, the end at the latest)
         with pytest.raises(ValueError):
             await owner.append("j1", _result(1))
+            await owner.append("j1", _end(2))
+        assert await _collect(rest[1].events("j1")) == first
+        # and it is told to stop
         waiter = asyncio.create_task(owner.wait_cancel("j1"))
         await owner.renew_lease("j1")
         await asyncio.wait_for(waiter, 5)
@@ -262,13 +266,105 @@ async def test_append_waits_out_a_redis_restart(tmp_path: Any) -> None:
         server.stop()
         with pytest.raises(StoreUnavailable):
             await store.ping()
-        pending = asyncio.create_task(store.append("j1", _result(1)))
+        await store.append("j1", _result(1))  # queued
+        pending = asyncio.create_task(store.append("j1", _end(2)))  # waits until written
         await asyncio.sleep(1.0)
         assert not pending.done()
         await asyncio.to_thread(server.start)
         await asyncio.wait_for(pending, 30)
-        await store.append("j1", _end(2))
         assert [e["seq"] for e in await _collect(store.events("j1"))] == [0, 1, 2]
+        assert (await store.get("j1")).status is JobStatus.SUCCEEDED  # type: ignore[union-attr]
+    finally:
+        await store.close()
+        server.close()
+
+
+async def test_an_append_that_waits_too_long_is_taken_back() -> None:
+    server = RedisServer().start()
+    store = RedisJobStore(server.url, retry_s=0.5)
+    try:
+        await store.create(_record(), max_running=10)
+        await store.append("j1", _result(0))
+        server.stop()
+        await store.append("j1", _result(1))  # queued: stays queued
+        with pytest.raises(StoreUnavailable):
+            await store.append("j1", _end(2))  # given up after retry_s: not written
+        await asyncio.to_thread(server.start)
+        await store.append("j1", {**_end(2), "status": "failed"})  # the same seq again
+        events = await _collect(store.events("j1"))
+        assert [(e["seq"], e["type"]) for e in events] == [(0, "result"), (1, "result"), (2, "end")]
+        assert events[-1]["status"] == "failed"
+    finally:
+        await store.close()
+        server.close()
+
+
+async def test_appends_are_written_in_batches(
+    replicas: Replicas, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with replicas(2) as (owner, other):
+        calls: list[int] = []
+        write = owner._write
+
+        async def counted(job_id: str, batch: list[Any], token: str) -> None:
+            calls.append(len(batch))
+            await write(job_id, batch, token)
+
+        monkeypatch.setattr(owner, "_write", counted)
+        await owner.create(_record(), max_running=10)
+        follower = asyncio.create_task(_collect(other.events("j1")))
+        for seq in range(3000):
+            await owner.append("j1", _result(seq))
+        await owner.append("j1", _end(3000))
+        events = await asyncio.wait_for(follower, 30)
+    assert [e["seq"] for e in events] == list(range(3001))
+    assert sum(calls) == 3001 and len(calls) < 300, calls  # group commit
+
+
+async def test_a_lost_reply_writes_nothing_twice(
+    replicas: Replicas, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with replicas(1) as (owner,):
+        write = owner._write
+        lost: list[int] = []
+
+        async def flaky(job_id: str, batch: list[Any], token: str) -> None:
+            if len(batch) > 2 and not lost:  # half of it reaches Redis, then the reply is lost
+                lost.append(len(batch))
+                await write(job_id, batch[: len(batch) // 2], token)
+                raise ConnectionError("reply lost")
+            if len(batch) > 2 and len(lost) == 1:  # the whole batch reaches Redis, reply lost
+                lost.append(len(batch))
+                await write(job_id, batch, token)
+                raise ConnectionError("reply lost")
+            await write(job_id, batch, token)
+
+        monkeypatch.setattr(owner, "_write", flaky)
+        await owner.create(_record(), max_running=10)
+        await owner.append("j1", _result(0))
+        for seq in range(1, 200):
+            await owner.append("j1", _result(seq))
+        await owner.append("j1", _end(200))
+        events = await _collect(owner.events("j1"))
+    assert len(lost) == 2
+    assert [e["seq"] for e in events] == list(range(201))
+
+
+async def test_a_cancelled_append_still_writes_its_event(tmp_path: Any) -> None:
+    server = RedisServer().start()
+    store = RedisJobStore(server.url, retry_s=30)
+    try:
+        await store.create(_record(), max_running=10)
+        await store.append("j1", _result(0))
+        server.stop()
+        waiting = asyncio.create_task(store.append("j1", _end(1)))
+        await asyncio.sleep(0.3)
+        waiting.cancel()  # as the runner's consumer is cancelled
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        await asyncio.to_thread(server.start)
+        events = await asyncio.wait_for(_collect(store.events("j1")), 30)
+        assert [e["type"] for e in events] == ["result", "end"]
     finally:
         await store.close()
         server.close()
