@@ -182,3 +182,15 @@ async def test_a_frozen_client_times_out(tmp_path: Path) -> None:
                     kind="stream",
                     status="cancelled",
                 )
+
+
+async def test_disconnect_from_invoke_cancels_the_run(http: httpx.AsyncClient, server: str) -> None:
+    async def invoke() -> None:
+        async with httpx.AsyncClient(base_url=server, timeout=60) as client:
+            await client.post("/pipelines/sleepy/invoke", json={"items": [60, 60, 60]})
+
+    request = asyncio.create_task(invoke())
+    await _until(http, "svc_fixture_calls_in_flight", 3)
+    request.cancel()  # the client goes away without an answer
+    await _until(http, "svc_fixture_calls_in_flight", 0)
+    await _until(http, "conveyor_runs_in_progress", 0, pipeline="sleepy", kind="invoke")
