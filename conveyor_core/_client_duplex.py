@@ -3,8 +3,9 @@
 httpx (like most clients) sends the whole request body before it reads the response, so a
 pipeline stage that uploads its items as they come and must see results before the upload ends
 needs this: h11 speaks the protocol, one task writes the body in chunks, the caller reads the
-response. If the body's iterator raises, the connection is aborted and the reader re-raises
-that error as itself; leaving the context cancels the writer and closes the connection.
+response. The request says `Expect: 100-continue`, so a service that refuses it answers before
+any of the body is sent. If the body's iterator raises, the connection is aborted and the reader
+re-raises that error as itself; leaving the context cancels the writer and closes the connection.
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ class DuplexResponse:
         conn: h11.Connection,
         sock: _Connection,
         response: h11.Response,
-        upload: asyncio.Task[None],
+        upload: asyncio.Task[None] | None,
     ) -> None:
         self._conn = conn
         self._sock = sock
@@ -128,6 +129,7 @@ async def duplex_post(
     body: AsyncIterable[bytes],
     *,
     connect_timeout: float | None = 10.0,
+    continue_timeout: float = 1.0,
 ) -> AsyncIterator[DuplexResponse]:
     """POST `body` (chunked) to `url` and yield the response once its head arrives."""
     parts = urlsplit(url)
@@ -151,36 +153,40 @@ async def duplex_post(
         "user-agent": "conveyor-client",
         "transfer-encoding": "chunked",
         "connection": "close",
+        "expect": "100-continue",
         **{name.lower(): value for name, value in headers.items()},
     }
-    upload = asyncio.create_task(_send_body(conn, sock, head, target, body))
+    upload: asyncio.Task[None] | None = None
     try:
-        while True:
-            event = await _next_event(conn, sock, upload)
-            if isinstance(event, h11.Response):
-                break
+        request = h11.Request(method="POST", target=target, headers=list(head.items()))
+        try:
+            await sock.write(conn.send(request))
+            # A service refusing the request (401, 404, 422...) answers before reading the body;
+            # uploading meanwhile could make its close reset the connection and lose the answer.
+            event = await asyncio.wait_for(_next_event(conn, sock, None), continue_timeout)
+        except TimeoutError:  # a server that ignores `Expect`: upload anyway
+            event = None
+        except OSError as exc:
+            raise ServiceConnectionError(f"connection to {host}:{port} lost: {exc!r}") from exc
+        if not isinstance(event, h11.Response) or event.status_code < 300:
+            # 100 Continue, no word in time, or a response that streams while it reads
+            upload = asyncio.create_task(_send_body(conn, sock, body))
+        while not isinstance(event, h11.Response):
             if isinstance(event, h11.ConnectionClosed):
                 raise ServiceConnectionError("the service closed the connection before answering")
+            event = await _next_event(conn, sock, upload)
         yield DuplexResponse(conn, sock, event, upload)
     finally:
-        upload.cancel()
-        with contextlib.suppress(BaseException):
-            await upload
+        if upload is not None:
+            upload.cancel()
+            with contextlib.suppress(BaseException):
+                await upload
         sock.abort()
 
 
-async def _send_body(
-    conn: h11.Connection,
-    sock: _Connection,
-    head: dict[str, str],
-    target: str,
-    body: AsyncIterable[bytes],
-) -> None:
-    """Send the request; if `body` itself raises, abort the connection and re-raise."""
+async def _send_body(conn: h11.Connection, sock: _Connection, body: AsyncIterable[bytes]) -> None:
+    """Send the request body; if `body` itself raises, abort the connection and re-raise."""
     try:
-        await sock.write(
-            conn.send(h11.Request(method="POST", target=target, headers=list(head.items())))
-        )
         async for chunk in body:
             if chunk:
                 await sock.write(conn.send(h11.Data(data=chunk)))
@@ -193,10 +199,13 @@ async def _send_body(
 
 
 async def _next_event(
-    conn: h11.Connection, sock: _Connection, upload: asyncio.Task[None]
+    conn: h11.Connection, sock: _Connection, upload: asyncio.Task[None] | None
 ) -> h11.Event | type[h11.PAUSED]:
     while True:
-        event = conn.next_event()
+        try:
+            event = conn.next_event()
+        except h11.RemoteProtocolError as exc:
+            raise ServiceConnectionError(f"bad response from the service: {exc}") from exc
         if event is not h11.NEED_DATA:
             return cast(h11.Event | type[h11.PAUSED], event)
         data = await sock.read()
@@ -208,7 +217,12 @@ async def _next_event(
             raise ServiceConnectionError(f"bad response from the service: {exc}") from exc
 
 
-def _raise_upload_error(upload: asyncio.Task[None]) -> None:
+def _raise_upload_error(upload: asyncio.Task[None] | None) -> None:
     """If the upload stopped because its items raised, raise that error here."""
-    if upload.done() and not upload.cancelled() and upload.exception() is not None:
+    if (
+        upload is not None
+        and upload.done()
+        and not upload.cancelled()
+        and upload.exception() is not None
+    ):
         raise upload.exception()  # type: ignore[misc]
