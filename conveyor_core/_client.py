@@ -46,11 +46,13 @@ class ConveyorClient:
         timeout: float | httpx.Timeout = 30.0,
         retries: int = 5,
         backoff: float = 0.2,
+        idle_timeout: float | None = 60.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.retries = retries  # reconnection attempts of `Job.events()` without progress
         self.backoff = backoff  # first wait between attempts in seconds; doubles, up to 5 s
+        self.idle_timeout = idle_timeout  # a job stream silent this long (pings count) reconnects
         self._auth = {"authorization": f"Bearer {api_key}"} if api_key else {}
         limits = httpx.Timeout(timeout)
         self._connect_timeout = limits.connect
@@ -92,10 +94,13 @@ class ConveyorClient:
         body = {"items": list(items), "mode": mode}
         payload = await self._json("POST", f"/pipelines/{_q(pipeline)}/invoke", json=body)
         error = payload.get("error")
-        if error:
-            if isinstance(error, dict):
-                raise RemoteRunError(error.get("stage"), str(error.get("error")), pipeline)
-            raise RemoteRunError(None, str(error), pipeline)
+        if isinstance(error, dict):
+            raise RemoteRunError(error.get("stage"), str(error.get("error")), pipeline)
+        if error or payload.get("status", "succeeded") != "succeeded":
+            status = payload.get("status")
+            raise RemoteRunError(
+                None, str(error or f"the run ended with status {status}"), pipeline
+            )
         return list(payload["results"])
 
     async def events(
@@ -142,12 +147,23 @@ class ConveyorClient:
         return response.json() if response.content else None
 
     async def _event_stream(
-        self, method: str, path: str, *, headers: Mapping[str, str] | None = None, **kwargs: Any
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        idle_timeout: float | None = None,
+        **kwargs: Any,
     ) -> AsyncGenerator[dict[str, Any], None]:
         headers = {"accept": _SSE, **(headers or {})}
+        timeout = self._stream_timeout
+        if idle_timeout is not None:
+            timeout = httpx.Timeout(
+                connect=timeout.connect, read=idle_timeout, write=timeout.write, pool=timeout.pool
+            )
         try:
             async with self._http.stream(
-                method, path, headers=headers, timeout=self._stream_timeout, **kwargs
+                method, path, headers=headers, timeout=timeout, **kwargs
             ) as response:
                 await _raise_for_status(response)
                 content_type = response.headers.get("content-type", "")
@@ -215,7 +231,8 @@ class Job:
     async def events(self, after: int | None = None) -> AsyncGenerator[dict[str, Any], None]:
         """The job's events after seq `after` (from the start if None), each exactly once.
 
-        A dropped connection is resumed with `Last-Event-ID` after a backoff; after
+        A dropped connection, or one silent for `client.idle_timeout` seconds (the service
+        pings every 15 s by default), is resumed with `Last-Event-ID` after a backoff; after
         `client.retries` failed attempts in a row, `ServiceConnectionError` is raised.
         """
         last = after
@@ -223,7 +240,10 @@ class Job:
         while True:
             headers = {"last-event-id": str(last)} if last is not None else {}
             stream = self._client._event_stream(
-                "GET", f"/jobs/{_q(self.id)}/events", headers=headers
+                "GET",
+                f"/jobs/{_q(self.id)}/events",
+                headers=headers,
+                idle_timeout=self._client.idle_timeout,
             )
             try:
                 async with contextlib.aclosing(stream):

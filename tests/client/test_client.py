@@ -182,9 +182,10 @@ async def test_job_cancel(service_url: str) -> None:
 class CuttingProxy:
     """A TCP proxy to `port` that cuts its n-th connection after `budgets[n]` response bytes."""
 
-    def __init__(self, port: int, budgets: list[int]) -> None:
+    def __init__(self, port: int, budgets: list[int], *, stall: bool = False) -> None:
         self.port = port
         self.budgets = budgets
+        self.stall = stall  # past its budget, a connection goes silent instead of closing
         self.requests: list[bytes] = []  # the first bytes each connection sent
         self.cuts = 0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -227,6 +228,8 @@ class CuttingProxy:
                     writer.write(data[:left])
                     await writer.drain()
                     self.cuts += 1
+                    if self.stall:
+                        await asyncio.Event().wait()  # until the proxy closes
                     return
                 if left is not None:
                     left -= len(data)
@@ -267,6 +270,23 @@ async def test_job_events_resume_after_cut_connections(service_url: str) -> None
         ):
             tail = [e async for e in via_proxy.job(job.id).events(after=4)]
         assert tail == events[5:]
+
+
+async def test_job_events_resume_after_a_silent_connection(service_url: str) -> None:
+    async with ConveyorClient(service_url) as client:
+        job = await client.submit("quickstart", QUICKSTART)
+        expected = [e async for e in job.events()]
+    async with (
+        CuttingProxy(_port(service_url), budgets=[400], stall=True) as proxy,
+        ConveyorClient(proxy.url, idle_timeout=0.5, backoff=0.01) as via_proxy,
+    ):
+        events = await asyncio.wait_for(_collect(via_proxy.job(job.id).events()), 20)
+    assert proxy.cuts == 1 and len(proxy.requests) == 2
+    assert events == expected
+
+
+async def _collect(events: AsyncIterator[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [event async for event in events]
 
 
 async def test_job_events_give_up_after_the_retries(service_url: str) -> None:
