@@ -8,9 +8,10 @@ finishes the job), cancel (flag and publish), renew (the lease), lose (the reape
 
 Appends go through a per-job `EventWriter` (`app.jobs.redis_writer`): queued, then written in
 batches by one flusher task, so the run does not wait a round trip per event. Followers read in
-bulk with a script that returns the events as one JSON array, and when they have caught up they
-block on `XREAD` (each its own read, woken by the next append); a bounded block lets them notice
-expiry. Two background tasks live between `start()` and `close()`: the reaper, which fails jobs
+bulk with a script that returns the events as one JSON array; once caught up, they wait on the
+job's `Tail` (`app.jobs.redis_tail`): one blocking `XREAD` per job and process, woken by the
+next append, whatever the number of local followers; a bounded block lets it notice expiry.
+Two background tasks live between `start()` and `close()`: the reaper, which fails jobs
 whose lease is three periods old (WorkerLost), and the listener that turns cancellation messages
 into the local `wait_cancel` wake-ups (the lease renewal also reports a requested cancellation,
 in case a message was missed).
@@ -43,7 +44,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 from app.jobs import redis_scripts as lua
-from app.jobs.keys import DEFAULT_PREFIX, EVENT_FIELD, Keys, entry_id, entry_seq
+from app.jobs.keys import DEFAULT_PREFIX, EVENT_FIELD, Keys, entry_id
+from app.jobs.redis_tail import Tail
 from app.jobs.redis_writer import Behind, EventWriter, Pending
 from app.jobs.store import (
     JobLimitReached,
@@ -63,10 +65,11 @@ WORKER_LOST = "WorkerLost: the replica running this job stopped renewing its lea
 LOST_AFTER = 3  # lease periods without renewal after which a job is lost
 BLOCK_MS = 2_000  # one blocking XREAD; then a follower checks the job still exists
 READ_COUNT = 512  # events per bulk read
-WAKE_COUNT = 64  # events per blocking read; a full one switches the follower to bulk reads
+WAKE_COUNT = 64  # events per blocking read; when it is full, the rest is read in bulk
 CLOSE_GRACE_S = 5.0  # how long `close` lets queued events reach Redis
 SOCKET_TIMEOUT_S = 10.0  # must exceed BLOCK_MS
 CONNECT_TIMEOUT_S = 2.0
+MAX_CONNECTIONS = 1_000  # redis-py's default, 100, is low for jobs followed at once
 BACKOFF_FIRST_S = 0.05
 BACKOFF_MAX_S = 1.0
 
@@ -104,6 +107,7 @@ class RedisJobStore(JobStore):
             url,
             socket_timeout=SOCKET_TIMEOUT_S,
             socket_connect_timeout=CONNECT_TIMEOUT_S,
+            max_connections=MAX_CONNECTIONS,
             retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2),
             health_check_interval=30,
         )
@@ -117,6 +121,7 @@ class RedisJobStore(JobStore):
         self._lose = script(lua.LOSE)
         self._tokens = (f"{uuid.uuid4().hex[:12]}:{n}" for n in itertools.count())
         self._writers: dict[str, EventWriter] = {}
+        self._tails: dict[str, Tail] = {}
         self._waiters: dict[str, _Waiter] = {}
         self._listener: asyncio.Task[None] | None = None
         self._reaper: asyncio.Task[None] | None = None
@@ -157,29 +162,36 @@ class RedisJobStore(JobStore):
     ) -> AsyncIterator[WireEvent]:
         await self._settle(job_id)
         backoff = _Backoff(self.retry_s, f"read job {job_id}")
-        last, bulk = max(after, -1), True
+        last = max(after, -1)
         while True:
-            if bulk:  # catching up: a script call returns many events as one JSON array
-                status, events = await self._retrying(backoff, self._read_bulk, job_id, last)
-                for event in events:
-                    yield event
-                    if event["type"] == "end":
-                        return
-                if events:
-                    last = events[-1]["seq"]
-                if len(events) == READ_COUNT:
-                    continue
-                if not follow or status != JobStatus.RUNNING.value:
-                    return  # done, unknown or expired: the script read status and events at once
-            # caught up: block until the next append (or BLOCK_MS, then check the status)
-            entries = await self._retrying(backoff, self._read_live, job_id, last)
-            for entry, fields in entries:
-                event = from_json(fields[EVENT_FIELD])
+            # catching up: a script call returns many events as one JSON array
+            status, events = await self._retrying(backoff, self._read_bulk, job_id, last)
+            for event in events:
                 yield event
                 if event["type"] == "end":
                     return
-                last = entry_seq(entry)
-            bulk = not entries or len(entries) == WAKE_COUNT
+            if events:
+                last = events[-1]["seq"]
+            if len(events) == READ_COUNT:
+                continue
+            if not follow or status != JobStatus.RUNNING.value:
+                return  # done, unknown or expired: the script read status and events at once
+            # caught up: wait on the job's tail, one blocking read shared by the local followers
+            tail = self._tail(job_id, last)
+            try:
+                while (new := tail.since(last)) is not None:
+                    for event in new:
+                        yield event
+                        if event["type"] == "end":
+                            return
+                        last = event["seq"]
+                    if tail.finished:
+                        if tail.error is not None:
+                            raise tail.error
+                        break  # the bulk read tells what is left
+                    await tail.wait(last)
+            finally:
+                self._leave(tail, job_id)
 
     async def request_cancel(self, job_id: str) -> JobRecord | None:
         with self._unavailable():
@@ -232,6 +244,8 @@ class RedisJobStore(JobStore):
             self._reaper = asyncio.create_task(self._reap_forever(), name="conveyor-reaper")
 
     async def close(self) -> None:
+        for tail in self._tails.values():
+            tail.close()
         writers = list(self._writers.values())
         await asyncio.gather(*(writer.close(CLOSE_GRACE_S) for writer in writers))
         tasks = [t for t in (self._listener, self._reaper) if t is not None]
@@ -356,10 +370,41 @@ class RedisJobStore(JobStore):
         status, count, blob = await self._fetch(keys, [entry_id(last + 1), READ_COUNT])
         return status.decode(), from_json(blob) if count else []
 
-    async def _read_live(self, job_id: str, last: int) -> list[Any]:
+    def _tail(self, job_id: str, after: int) -> Tail:
+        """The job's tail in this process (started after seq `after` if there is none)."""
+        tail = self._tails.get(job_id)
+        if tail is None or tail.finished:
+            backoff = _Backoff(self.retry_s, f"follow job {job_id}")
+
+            async def read(last: int) -> list[WireEvent]:
+                return await self._retrying(backoff, self._read_live, job_id, last)
+
+            async def status() -> str | None:
+                return await self._retrying(backoff, self._status, job_id)
+
+            tail = self._tails[job_id] = Tail(read, status, after)
+        tail.users += 1
+        return tail
+
+    def _leave(self, tail: Tail, job_id: str) -> None:
+        tail.users -= 1
+        if not tail.users:
+            tail.close()
+            if self._tails.get(job_id) is tail:
+                del self._tails[job_id]
+
+    async def _read_live(self, job_id: str, last: int) -> list[WireEvent]:
+        """The events after seq `last`, waiting up to BLOCK_MS for the first one."""
         streams: dict[Any, Any] = {self._keys.events(job_id): entry_id(last)}
         reply: Any = await self._redis.xread(streams, count=WAKE_COUNT, block=BLOCK_MS)
-        return list(reply[0][1]) if reply else []
+        events = [from_json(fields[EVENT_FIELD]) for _, fields in reply[0][1]] if reply else []
+        if len(events) == WAKE_COUNT:  # more are waiting: read them in bulk
+            events += (await self._read_bulk(job_id, events[-1]["seq"]))[1]
+        return events
+
+    async def _status(self, job_id: str) -> str | None:
+        status = cast(bytes | None, await self._redis.hget(self._keys.job(job_id), "status"))
+        return None if status is None else status.decode()
 
     async def _retrying(self, backoff: _Backoff, call: Any, *args: Any) -> Any:
         while True:

@@ -237,6 +237,60 @@ async def test_an_idle_follower_blocks_instead_of_polling(
     assert idle <= 20, f"{idle} XREAD calls in 2.5 s of an idle follower"
 
 
+async def test_followers_in_one_process_share_one_blocking_read(
+    replicas: Replicas, redis_url: str
+) -> None:
+    raw = aioredis.Redis.from_url(redis_url)
+
+    async def xread_calls() -> int:
+        stats = await raw.info("commandstats")
+        return int(stats.get("cmdstat_xread", {}).get("calls", 0))
+
+    try:
+        async with replicas(2) as (owner, other):
+            await owner.create(_record(), max_running=10)
+            followers = [asyncio.create_task(_collect(other.events("j1"))) for _ in range(50)]
+            await asyncio.sleep(0.3)
+            before = await xread_calls()
+            await asyncio.sleep(2.5)
+            idle = await xread_calls() - before
+            for seq in range(100):
+                await owner.append("j1", _result(seq))
+            await owner.append("j1", _end(100))
+            results = await asyncio.wait_for(asyncio.gather(*followers), 20)
+    finally:
+        await raw.aclose()
+    assert all([e["seq"] for e in events] == list(range(101)) for events in results)
+    assert idle <= 20, f"{idle} XREAD calls in 2.5 s for 50 idle followers"
+
+
+async def test_a_slow_follower_reads_again_from_redis(
+    replicas: Replicas, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("app.jobs.redis_tail.KEEP", 4)  # memory holds very few events
+
+    async def slow(events: AsyncIterator[dict[str, Any]]) -> list[dict[str, Any]]:
+        out = []
+        async for event in events:
+            out.append(event)
+            await asyncio.sleep(0.005)
+        return out
+
+    async with replicas(2) as (owner, other):
+        await owner.create(_record(), max_running=10)
+        await owner.append("j1", _result(0))
+        fast = asyncio.create_task(_collect(other.events("j1")))
+        slower = asyncio.create_task(slow(other.events("j1")))
+        await asyncio.sleep(0.2)
+        for seq in range(1, 300):
+            await owner.append("j1", _result(seq))
+            if seq % 50 == 0:
+                await asyncio.sleep(0.02)
+        await owner.append("j1", _end(300))
+        for events in await asyncio.wait_for(asyncio.gather(fast, slower), 30):
+            assert [e["seq"] for e in events] == list(range(301))
+
+
 async def test_unreachable_redis_raises_store_unavailable() -> None:
     store = RedisJobStore("redis://:secret@127.0.0.1:1/0", retry_s=0.3)
     try:
