@@ -219,7 +219,8 @@ class Run:
     def item_error(self, stage: str, sources: list[int], exc: BaseException, action: str) -> None:
         if action != "handled":
             self.stats.skipped += 1
-        logger.warning("%s: %s on sources %s: %s", stage, action, sources, describe_error(exc))
+        level = logging.INFO if action == "handled" else logging.WARNING
+        logger.log(level, "%s: %s on sources %s: %s", stage, action, sources, describe_error(exc))
         self._push(
             ItemErrorEvent(
                 self._next_seq(),

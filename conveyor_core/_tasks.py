@@ -179,7 +179,7 @@ class Task(Stage):
 
     def _hints(self) -> dict[str, Any]:
         try:
-            return typing.get_type_hints(self.func)
+            return typing.get_type_hints(self.func, include_extras=True)
         except Exception:
             return {}
 

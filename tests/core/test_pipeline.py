@@ -249,3 +249,14 @@ def test_pipeline_description_and_types() -> None:
     assert pipeline.input_type is int and pipeline.output_type is str
     assert joined.input_type is str
     assert [s.kind for s in pipeline.stages] == ["single", "batch"]
+
+
+def test_annotated_types_keep_their_metadata() -> None:
+    from typing import Annotated, get_args
+
+    @single_task
+    async def positive(x: Annotated[float, "ge=0"]) -> Annotated[float, "unit=s"]:
+        return x
+
+    assert get_args(positive.input_type) == (float, "ge=0")
+    assert get_args(positive.output_type) == (float, "unit=s")
