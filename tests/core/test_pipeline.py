@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import AsyncIterator, Iterator
+from typing import Annotated, get_args
 
 import pytest
 
@@ -252,8 +253,6 @@ def test_pipeline_description_and_types() -> None:
 
 
 def test_annotated_types_keep_their_metadata() -> None:
-    from typing import Annotated, get_args
-
     @single_task
     async def positive(x: Annotated[float, "ge=0"]) -> Annotated[float, "unit=s"]:
         return x
