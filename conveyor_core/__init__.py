@@ -19,7 +19,7 @@ from ._events import (
 from ._pipeline import AsyncStream, Pipeline, as_pipeline
 from ._policy import ErrorHandler, LoggingErrorHandler, RetryConfig
 from ._run import DEFAULT_MAX_IN_FLIGHT
-from ._stage import Stage, StreamTask
+from ._stage import Stage, StreamItemError, StreamTask
 from ._tasks import BatchTask, SingleTask, Task, batch_task, single_task
 
 __all__ = [
@@ -43,6 +43,7 @@ __all__ = [
     "SingleTask",
     "Stage",
     "StreamConsumedError",
+    "StreamItemError",
     "StreamTask",
     "Task",
     "as_pipeline",

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from conveyor_core import StreamTask
+from conveyor_core import StreamItemError, StreamTask
 from conveyor_core._client import ConveyorClient, Mode, raise_for_event
 
 __all__ = ["RemotePipeline"]
@@ -44,7 +44,7 @@ class RemotePipeline(StreamTask):
 
     async def process_stream(
         self, items: AsyncIterator[Any], mode: str
-    ) -> AsyncIterator[tuple[Any, list[int]]]:
+    ) -> AsyncIterator[tuple[Any, list[int]] | StreamItemError]:
         run_mode: Any = self.mode or mode
         async with ConveyorClient(self.base_url, self._api_key, timeout=self._timeout) as client:
             events = client.events(self.pipeline, items, run_mode)
@@ -52,5 +52,12 @@ class RemotePipeline(StreamTask):
                 async for event in events:
                     if event["type"] == "result":
                         yield event["value"], list(event["sources"])
-                    elif event["type"] != "item_error":
+                    elif event["type"] == "item_error":
+                        yield StreamItemError(
+                            list(event["sources"]),
+                            event["error"],
+                            event["action"],
+                            stage=f"{self.name}/{event['stage']}",
+                        )
+                    else:
                         raise_for_event(event, self.pipeline)

@@ -12,6 +12,7 @@ where a slow consumer slows the source.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import math
@@ -36,7 +37,7 @@ from ._events import (
 )
 from ._ordering import ImmediateSequencer, OrderedSequencer, Sequencer, Slot
 from ._policy import SKIPPED, StagePolicy
-from ._stage import Stage, StreamTask
+from ._stage import Stage, StreamItemError, StreamTask
 from ._tasks import BatchTask, Task
 
 __all__ = ["DEFAULT_MAX_IN_FLIGHT", "MODES", "Run"]
@@ -217,20 +218,17 @@ class Run:
     # -- the reporter the error policy talks to --------------------------------------------
 
     def item_error(self, stage: str, sources: list[int], exc: BaseException, action: str) -> None:
+        self._item_error(stage, sources, describe_error(exc), action, exc)
+
+    def _item_error(
+        self, stage: str, sources: list[int], error: str, action: str, exc: BaseException | None
+    ) -> None:
         if action != "handled":
             self.stats.skipped += 1
         level = logging.INFO if action == "handled" else logging.WARNING
-        logger.log(level, "%s: %s on sources %s: %s", stage, action, sources, describe_error(exc))
-        self._push(
-            ItemErrorEvent(
-                self._next_seq(),
-                stage,
-                sources,
-                describe_error(exc),
-                action,  # type: ignore[arg-type]
-                exc,
-            )
-        )
+        logger.log(level, "%s: %s on sources %s: %s", stage, action, sources, error)
+        event = ItemErrorEvent(self._next_seq(), stage, sources, error, action, exc)  # type: ignore[arg-type]
+        self._push(event)
 
     def fail(self, stage: str | None, exc: BaseException) -> None:
         if self._failure is None:
@@ -593,21 +591,21 @@ class Run:
         assert isinstance(head, StreamTask)
         seen: list[list[int]] = []
         sequencer = segment.sequencer
+        outputs = head.process_stream(self._inbox(segment, seen), self._mode)
         try:
-            async for value, positions in head.process_stream(
-                self._inbox(segment, seen), self._mode
-            ):
-                try:
-                    sources = sorted({s for p in positions for s in seen[p]})
-                except (IndexError, TypeError):
-                    raise InvalidRunError(
-                        f"stream task {head.name} gave positions {positions!r}: each must index "
-                        f"the {len(seen)} item(s) it received so far"
-                    ) from None
-                if value is None:
-                    continue
-                self._retain(sources)
-                self._dispatch(segment, (0, value, sources, sequencer.new_slot()))
+            async with contextlib.aclosing(outputs):  # type: ignore[type-var]
+                async for output in outputs:
+                    if isinstance(output, StreamItemError):
+                        sources = _map_positions(head, output.positions, seen)
+                        stage = output.stage or head.name
+                        self._item_error(stage, sources, output.error, output.action, None)
+                        continue
+                    value, positions = output
+                    sources = _map_positions(head, positions, seen)
+                    if value is None:
+                        continue
+                    self._retain(sources)
+                    self._dispatch(segment, (0, value, sources, sequencer.new_slot()))
         except Exception as exc:
             self.fail(head.name, exc)
             raise
@@ -618,6 +616,17 @@ class Run:
                     self._release(member[1])
             segment.inbox.clear()
         sequencer.close()
+
+
+def _map_positions(head: StreamTask, positions: Any, seen: list[list[int]]) -> list[int]:
+    """The run's sources of the items at `positions` of what a stream task received."""
+    try:
+        return sorted({source for position in positions for source in seen[position]})
+    except (IndexError, TypeError):
+        raise InvalidRunError(
+            f"stream task {head.name} gave positions {positions!r}: each must index "
+            f"the {len(seen)} item(s) it received so far"
+        ) from None
 
 
 def _first_error(error: BaseException) -> BaseException:

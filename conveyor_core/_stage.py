@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Any, ClassVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 if TYPE_CHECKING:
     from ._events import Event
     from ._pipeline import AsyncStream, Pipeline
 
-__all__ = ["Runnable", "Stage", "StreamTask"]
+__all__ = ["Runnable", "Stage", "StreamItemError", "StreamTask"]
 
 
 class Runnable:
@@ -77,13 +78,27 @@ class Stage(Runnable):
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class StreamItemError:
+    """Yielded by a `StreamTask` instead of a result: items it skipped, and why.
+
+    The run reports it as an `item_error` event (and counts it as skipped unless "handled").
+    """
+
+    positions: list[int]
+    error: str  # "ValueError: the message"
+    action: Literal["skip_item", "skip_batch", "handled"] = "skip_item"
+    stage: str | None = field(default=None)  # the inner stage that failed, if known
+
+
 class StreamTask(Stage):
     """A stage that turns the whole stream of its items into a stream of results.
 
     Subclasses implement `process_stream`, an async generator that receives the stage's items as
     they arrive and yields `(value, positions)`: `positions` are 0-based indices into the items
-    this stage received, from which the engine derives each result's `sources`. The run's mode
-    ("ordered" or "as_completed") is passed along. Errors it raises fail the run.
+    this stage received, from which the engine derives each result's `sources`. It may also
+    yield a `StreamItemError` for items it skipped. The run's mode ("ordered" or
+    "as_completed") is passed along. Errors it raises fail the run.
     """
 
     kind: ClassVar[str] = "stream"
@@ -93,7 +108,7 @@ class StreamTask(Stage):
 
     def process_stream(
         self, items: AsyncIterator[Any], mode: str
-    ) -> AsyncIterator[tuple[Any, list[int]]]:
+    ) -> AsyncIterator[tuple[Any, list[int]] | StreamItemError]:
         raise NotImplementedError
 
     def __repr__(self) -> str:

@@ -423,8 +423,12 @@ async def test_remote_pipeline_maps_sources_around_skipped_items(service_url: st
     pipeline = plus_one | RemotePipeline(service_url, "skips_three") | times_hundred
     events = [e async for e in pipeline.events([0, 1, 2, 3, 4])]
     results = [(e.value, e.sources) for e in events if e.type == "result"]
-    # [1, 2, 3, 4, 5]: 3 is skipped remotely
+    # [1, 2, 3, 4, 5]: 3 is skipped remotely, and reported locally with its local source
     assert results == [(200, [0]), (400, [1]), (800, [3]), (1000, [4])]
+    errors = [e for e in events if e.type == "item_error"]
+    assert [(e.sources, e.action) for e in errors] == [([2], "skip_item")]
+    assert errors[0].stage.startswith("remote:skips_three/")
+    assert events[-1].type == "end" and events[-1].stats.skipped == 1
 
 
 async def test_remote_pipeline_streams_before_the_upload_ends(service_url: str) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from conveyor_core import InvalidRunError, StreamTask, single_task
+from conveyor_core import InvalidRunError, StreamItemError, StreamTask, single_task
 
 
 class PairUp(StreamTask):
@@ -56,3 +56,45 @@ async def test_bad_positions_fail_the_run_clearly() -> None:
 
     with pytest.raises(InvalidRunError, match="positions"):
         await (double | Liar("liar"))([1]).collect()
+
+
+async def test_a_stream_task_reports_skipped_items_and_is_closed_on_failure() -> None:
+    closed: list[bool] = []
+
+    class SkipOdd(StreamTask):
+        async def process_stream(
+            self, items: AsyncIterator[Any], mode: str
+        ) -> AsyncIterator[tuple[Any, list[int]] | StreamItemError]:
+            try:
+                position = 0
+                async for item in items:
+                    if item % 2:
+                        yield StreamItemError([position], f"ValueError: odd {item}", stage="inner")
+                    else:
+                        yield item, [position]
+                    position += 1
+            finally:
+                closed.append(True)
+
+    events = [e async for e in (SkipOdd("skip") | double).events([1, 2, 3])]
+    assert [(e.value, e.sources) for e in events if e.type == "result"] == [(4, [1])]
+    errors = [e.to_dict() for e in events if e.type == "item_error"]
+    assert [(e["stage"], e["sources"], e["error"]) for e in errors] == [
+        ("inner", [0], "ValueError: odd 1"),
+        ("inner", [2], "ValueError: odd 3"),
+    ]
+    assert events[-1].type == "end" and events[-1].stats.skipped == 2
+
+    class Liar(SkipOdd):
+        async def process_stream(
+            self, items: AsyncIterator[Any], mode: str
+        ) -> AsyncIterator[tuple[Any, list[int]] | StreamItemError]:
+            try:
+                async for item in items:
+                    yield item, [42]
+            finally:
+                closed.append(False)
+
+    with pytest.raises(InvalidRunError):
+        await (Liar("liar"))([1]).collect()
+    assert closed == [True, False]  # closed at once, not left to the garbage collector
