@@ -138,15 +138,10 @@ class StagePolicy:
 
         Returns the result of a successful retry, a handler's value, or SKIPPED.
         """
-        attempt = 1
-        while attempt < self.retry.max_attempts:
-            await _sleep(self.retry.delay_after(attempt))
-            attempt += 1
-            try:
-                return await _resolve(call(item))
-            except Exception as again:
-                exc = again
-        return await self.give_up(exc, item, sources, attempt, reporter)
+        try:
+            return await self._retry(exc, call, item)
+        except Exception as last:
+            return await self.give_up(last, item, sources, self.retry.max_attempts, reporter)
 
     async def give_up(
         self, exc: Exception, item: Any, sources: list[int], attempt: int, reporter: Reporter
@@ -182,7 +177,7 @@ class StagePolicy:
             return await self.recover(exc, call, batch, sources, reporter), sources
         batch = [value for value, _ in members]
         try:
-            return await self._retry_only(exc, call, batch), sources
+            return await self._retry(exc, call, batch), sources
         except Exception:
             pass
         alone = await asyncio.gather(
@@ -204,7 +199,8 @@ class StagePolicy:
                 reporter.item_error(self.name, member_sources, again, "skip_item")
             return SKIPPED, []
 
-    async def _retry_only(self, exc: Exception, call: Callable[[Any], Any], item: Any) -> Any:
+    async def _retry(self, exc: Exception, call: Callable[[Any], Any], item: Any) -> Any:
+        """The remaining attempts of `call(item)`; raises the last error if they all fail."""
         attempt = 1
         while attempt < self.retry.max_attempts:
             await _sleep(self.retry.delay_after(attempt))
