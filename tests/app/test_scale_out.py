@@ -151,6 +151,41 @@ async def test_cancel_on_b_a_job_running_on_a(two: list[Replica], http: httpx.As
         assert (await http.get(f"{replica.url}/jobs/{job_id}")).json()["status"] == "cancelled"
 
 
+async def test_the_running_job_limit_counts_every_replica(
+    tmp_path: Path, shared_env: dict[str, str], http: httpx.AsyncClient
+) -> None:
+    with replicas(tmp_path, 2, CONVEYOR_MAX_RUNNING_JOBS="1", **shared_env) as (a, b):
+        job_id = await _submit(http, a.url, [60])
+        refused = await http.post(f"{b.url}/pipelines/timeline/jobs", json={"items": [1]})
+        assert refused.status_code == 429 and "retry-after" in refused.headers
+        assert (await http.delete(f"{b.url}/jobs/{job_id}")).status_code == 202
+        for _ in range(200):  # the slot is free once the job has ended
+            if (await http.get(f"{b.url}/jobs/{job_id}")).json()["status"] == "cancelled":
+                break
+            await asyncio.sleep(0.05)
+        await _submit(http, b.url, [0.01])
+
+
+async def test_redis_unreachable_answers_503_in_process(make_client: Any) -> None:
+    async with make_client(redis_url="redis://127.0.0.1:1/0") as client:
+        assert (await client.get("/healthz")).status_code == 200
+        ready = await client.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["store"] == "RedisJobStore"
+        assert "cannot be reached" in ready.json()["detail"]
+        for response in (
+            await client.post("/pipelines/echo/jobs", json={"items": [1]}),
+            await client.get("/jobs/abc"),
+            await client.get("/jobs/abc/events"),
+            await client.get("/jobs/abc/results"),
+            await client.delete("/jobs/abc"),
+        ):
+            assert response.status_code == 503, response.text
+            assert response.json()["detail"].startswith("job store unavailable: Redis at")
+        invoked = await client.post("/pipelines/echo/invoke", json={"items": [1]})
+        assert invoked.status_code == 200  # runs without the job store go on
+
+
 async def test_redis_stopped_and_started_mid_run(tmp_path: Path, http: httpx.AsyncClient) -> None:
     server = RedisServer().start()  # our own: the shared Redis is never stopped
     env = {"CONVEYOR_REDIS_URL": server.url, "CONVEYOR_JOB_LEASE_S": str(LEASE_S)}
