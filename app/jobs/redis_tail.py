@@ -12,11 +12,14 @@ Redis stays unreachable (`read` raises `StoreUnavailable`), or when its last fol
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 
 from app.jobs.store import StoreUnavailable, WireEvent
 
 __all__ = ["Tail"]
+
+log = logging.getLogger("conveyor.service.jobs.redis")
 
 KEEP = 4096  # events kept in memory; a follower further behind reads from Redis
 
@@ -32,7 +35,7 @@ class Tail:
         self.base = after + 1  # the seq of `events[0]`
         self.events: list[WireEvent] = []
         self.finished = False
-        self.error: StoreUnavailable | None = None
+        self.error: Exception | None = None  # raised to the followers
         self.users = 0
         self._changed = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name=f"tail after {after}")
@@ -71,7 +74,9 @@ class Tail:
                     # from Redis) or expired?
                     self.finished = await self._status() != "running"
                 self._notify()
-        except StoreUnavailable as exc:
+        except Exception as exc:  # StoreUnavailable: Redis stayed away; else a bug: say it
+            if not isinstance(exc, StoreUnavailable):
+                log.exception("the tail of a job failed")
             self.error = exc
             self.finished = True
             self._notify()
