@@ -25,6 +25,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -144,25 +145,37 @@ async def follow_ndjson(base: str, path: str) -> list[tuple[dict[str, Any], floa
 
 
 async def fan_out(url: str, followers: int, events: int, period: float) -> dict[str, Any]:
-    logs = Path(os.environ.get("TMPDIR", "/tmp"))
-    tag = uuid.uuid4().hex[:6]
-    a, b = (start_replica(url, logs / f"conveyor-bench-{tag}-{n}.log") for n in "ab")
-    try:
-        lead = 3.0  # time for the followers to connect before the first result
-        items = [round(lead + k * period, 4) for k in range(events)]
-        async with httpx.AsyncClient(timeout=30) as http:
-            body = {"items": items, "mode": "as_completed"}
-            response = await http.post(f"{a[0]}/pipelines/stamp/jobs", json=body)
-            response.raise_for_status()
-            job_id = response.json()["job_id"]
-        bases = [(a, b)[n % 2][0] for n in range(followers)]
-        path = f"/jobs/{job_id}/events"
-        streams = await asyncio.gather(*(follow_ndjson(base, path) for base in bases))
-    finally:
-        for _, process in (a, b):
-            process.terminate()
-        for _, process in (a, b):
-            process.wait(15)
+    with tempfile.TemporaryDirectory(prefix="conveyor-bench-") as logs:
+        started: list[tuple[str, subprocess.Popen[bytes]]] = []
+        try:
+            for name in "ab":
+                started.append(start_replica(url, Path(logs) / f"{name}.log"))
+            (a, _), (b, _) = started
+            streams = await _follow_job(a, b, followers, events, period)
+        finally:
+            for _, process in started:
+                process.terminate()
+            for _, process in started:
+                process.wait(15)
+    return {"events_per_s": round(1 / period), **_delays(streams, events)}
+
+
+async def _follow_job(
+    a: str, b: str, followers: int, events: int, period: float
+) -> list[list[tuple[dict[str, Any], float]]]:
+    lead = 3.0  # time for the followers to connect before the first result
+    items = [round(lead + k * period, 4) for k in range(events)]
+    async with httpx.AsyncClient(timeout=30) as http:
+        body = {"items": items, "mode": "as_completed"}
+        response = await http.post(f"{a}/pipelines/stamp/jobs", json=body)
+        response.raise_for_status()
+        job_id = response.json()["job_id"]
+    path = f"/jobs/{job_id}/events"
+    return await asyncio.gather(*(follow_ndjson((a, b)[n % 2], path) for n in range(followers)))
+
+
+def _delays(streams: list[list[tuple[dict[str, Any], float]]], events: int) -> dict[str, Any]:
+    followers = len(streams)
     complete = 0
     delays: list[float] = []
     by_replica: dict[str, list[float]] = {"owner": [], "other": []}
@@ -177,7 +190,6 @@ async def fan_out(url: str, followers: int, events: int, period: float) -> dict[
     return {
         "followers": followers,
         "events": events,
-        "events_per_s": round(1 / period),
         "complete_followers": complete,
         "deliveries": len(delays),
         "delay_ms_p50": round(statistics.median(delays), 2),
