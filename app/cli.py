@@ -30,7 +30,11 @@ def main(argv: list[str] | None = None) -> int:
     try:  # fail fast, and clearly, on a bad CONVEYOR_PIPELINES module
         from app.pipelines import Registry
 
-        Registry.load(settings.pipelines, builtin=settings.builtin_pipelines)
+        Registry.load(
+            settings.pipelines,
+            builtin=settings.builtin_pipelines,
+            max_in_flight=settings.max_in_flight,
+        )
     except RegistryError as exc:
         print(f"conveyor: {exc}", file=sys.stderr)
         return 2

@@ -34,7 +34,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """A service for `settings` (default: from the CONVEYOR_* environment)."""
     settings = settings or Settings()
     configure_logging(settings.log_level)
-    registry = Registry.load(settings.pipelines, builtin=settings.builtin_pipelines)
+    registry = Registry.load(
+        settings.pipelines,
+        builtin=settings.builtin_pipelines,
+        max_in_flight=settings.max_in_flight,
+    )
     metrics = Metrics()
     store = create_store(settings)
     runner = JobRunner(

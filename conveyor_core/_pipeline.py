@@ -63,6 +63,10 @@ class Pipeline(Runnable):
     def with_execution_mode(self, mode: str) -> Pipeline:
         return self._derive(mode=mode)
 
+    def with_max_in_flight(self, max_in_flight: int | None) -> Pipeline:
+        """A pipeline of this whose runs admit at most `max_in_flight` items by default."""
+        return self._derive(max_in_flight=max_in_flight)
+
     def with_description(self, description: str) -> Pipeline:
         return self._derive(description=description)
 

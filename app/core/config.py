@@ -28,6 +28,12 @@ class Settings(BaseSettings):
     )
     max_items: int = Field(default=10_000, ge=1, description="items per request")
     max_running_jobs: int = Field(default=100, ge=1)
+    max_in_flight: int | None = Field(
+        default=None,
+        ge=1,
+        description="items a run admits and has not yet delivered, for pipelines that set none "
+        "(none: the engine's default, 4096)",
+    )
     job_ttl_s: float = Field(default=3600.0, gt=0, description="retention of a finished job")
     sse_ping_s: float = Field(default=15.0, ge=0, description="SSE keep-alive comment period")
     send_timeout_s: float = Field(
@@ -49,7 +55,7 @@ class Settings(BaseSettings):
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
 
-    @field_validator("redis_url", mode="before")
+    @field_validator("redis_url", "max_in_flight", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value

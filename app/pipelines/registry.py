@@ -12,7 +12,7 @@ import importlib
 import logging
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from app.errors import PipelineNotFound, RegistryError
@@ -83,8 +83,16 @@ class PipelineEntry:
 class Registry(Mapping[str, PipelineEntry]):
     """Name to `PipelineEntry`, in registration order."""
 
-    def __init__(self, entries: Mapping[str, PipelineEntry] | None = None) -> None:
-        self._entries: dict[str, PipelineEntry] = dict(entries or {})
+    def __init__(
+        self,
+        entries: Mapping[str, PipelineEntry] | None = None,
+        *,
+        max_in_flight: int | None = None,
+    ) -> None:
+        self._entries: dict[str, PipelineEntry] = {}
+        self._max_in_flight = max_in_flight
+        for entry in (entries or {}).values():
+            self.add(entry)
 
     def __getitem__(self, name: str) -> PipelineEntry:
         return self._entries[name]
@@ -103,12 +111,24 @@ class Registry(Mapping[str, PipelineEntry]):
             raise PipelineNotFound(f"no pipeline named {name!r}", pipelines=list(self)) from None
 
     def add(self, entry: PipelineEntry) -> None:
+        """Register `entry`, giving it the registry's bound if its pipeline sets none."""
+        if self._max_in_flight is not None and entry.pipeline.max_in_flight is None:
+            entry = replace(entry, pipeline=entry.pipeline.with_max_in_flight(self._max_in_flight))
         self._entries[entry.name] = entry
 
     @classmethod
-    def load(cls, modules: list[str] | tuple[str, ...] = (), *, builtin: bool = True) -> Registry:
-        """The built-in pipelines plus those of `modules`; `RegistryError` says what is wrong."""
-        registry = cls()
+    def load(
+        cls,
+        modules: list[str] | tuple[str, ...] = (),
+        *,
+        builtin: bool = True,
+        max_in_flight: int | None = None,
+    ) -> Registry:
+        """The built-in pipelines plus those of `modules`; `RegistryError` says what is wrong.
+
+        `max_in_flight` becomes the bound of every pipeline that does not set its own.
+        """
+        registry = cls(max_in_flight=max_in_flight)
         if builtin:
             from app.pipelines.builtin import builtin_entries
 

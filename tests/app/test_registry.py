@@ -167,3 +167,24 @@ def test_the_default_store_is_in_memory() -> None:
     from app.jobs import MemoryJobStore, create_store
 
     assert isinstance(create_store(Settings()), MemoryJobStore)
+
+
+def test_max_in_flight_setting_bounds_pipelines_that_set_none(
+    module: types.ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from conveyor_core import Pipeline
+
+    module.PIPELINES = {"own": Pipeline(double, max_in_flight=3), "plain": double}  # type: ignore[attr-defined]
+    monkeypatch.setenv("CONVEYOR_MAX_IN_FLIGHT", "64")
+    settings = Settings()
+    assert settings.max_in_flight == 64
+    registry = Registry.load(
+        ["svc_user_pipelines"], builtin=True, max_in_flight=settings.max_in_flight
+    )
+    assert registry.entry("plain").pipeline.max_in_flight == 64
+    assert registry.entry("quickstart").pipeline.max_in_flight == 64
+    assert registry.entry("own").pipeline.max_in_flight == 3
+    assert Registry.load(builtin=True).entry("quickstart").pipeline.max_in_flight is None
+    monkeypatch.setenv("CONVEYOR_MAX_IN_FLIGHT", "0")
+    with pytest.raises(ValueError):
+        Settings()
