@@ -26,7 +26,10 @@ RunStatus = Literal["succeeded", "failed", "cancelled"]
 
 def describe_error(exc: BaseException) -> str:
     """`"ValueError: the message"`, the form errors take on the wire."""
-    message = str(exc)
+    try:
+        message = str(exc)
+    except Exception:  # an exception whose __str__ fails still gets described
+        message = "<unprintable message>"
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 

@@ -20,7 +20,15 @@ import time
 import types
 import uuid
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Generator, Iterable, Sequence
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Coroutine,
+    Generator,
+    Iterable,
+    Sequence,
+)
 from typing import Any
 
 from ._batching import Batcher, Member
@@ -48,6 +56,13 @@ DEFAULT_MAX_IN_FLIGHT = 4096
 MODES = ("ordered", "as_completed")
 _FAIRNESS_STREAK = 64  # calls a worker runs without suspending before it lets others run
 _TAKEN: Any = object()  # a call's value went on elsewhere (parked, or streamed by a generator)
+# raised by a task, these would stop the event loop itself: they fail the run instead
+_FATAL = (SystemExit, KeyboardInterrupt)
+
+
+class _Aborted(Exception):
+    """Carries a SystemExit or KeyboardInterrupt of a task out of the run's TaskGroup."""
+
 
 StageTimer = Callable[[str, float], None]
 Work = tuple[int, Any, list[int], Slot | None]
@@ -244,14 +259,14 @@ class Run:
             segments = await self._prepare()
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
-                tg.create_task(self._feed(segments[0]))
+                tg.create_task(self._guard(self._feed, segments[0]))
                 for segment in segments:
                     if isinstance(segment.head, StreamTask):
-                        tg.create_task(self._run_stream(segment))
+                        tg.create_task(self._guard(self._run_stream, segment))
         except asyncio.CancelledError:
             self._stop_timers(segments)
             raise
-        except Exception as error:
+        except (Exception, *_FATAL) as error:
             self._stop_timers(segments)
             stage, exc = self._failure or (None, _first_error(error))
             self.stats.elapsed_s = time.perf_counter() - self._started
@@ -275,7 +290,7 @@ class Run:
             if isinstance(stage, Task):
                 try:
                     args, kwargs = await stage.resolve_inputs()
-                except Exception as exc:
+                except (Exception, *_FATAL) as exc:
                     self.fail(stage.name, exc)
                     raise
                 call = stage.make_call(args, kwargs)
@@ -372,7 +387,7 @@ class Run:
 
     def _spawn(self, segment: _Segment) -> None:
         assert self._tg is not None
-        worker = self._worker(segment)
+        worker = self._guard(self._worker, segment)
         try:
             self._tg.create_task(worker)
         except RuntimeError:  # the run is shutting down: nothing more may start
@@ -383,6 +398,17 @@ class Run:
         if not segment.runnable:
             segment.runnable = 1
             self._spawn(segment)
+
+    async def _guard(
+        self, work: Callable[[_Segment], Coroutine[Any, Any, None]], on: _Segment
+    ) -> None:
+        """Run `work(on)` as a task of the run; a SystemExit or KeyboardInterrupt fails the run
+        instead of stopping the event loop."""
+        try:
+            await work(on)
+        except _FATAL as exc:
+            self.fail(None, exc)
+            raise _Aborted(describe_error(exc)) from exc
 
     async def _worker(self, segment: _Segment) -> None:
         queue = segment.queue
@@ -419,6 +445,9 @@ class Run:
                         result = await result
                 except Exception as exc:
                     result = await stage.policy.recover(exc, stage.call, value, sources, self)
+                except _FATAL as exc:
+                    self.fail(stage.name, exc)
+                    raise
             else:
                 result, sources = await self._call(segment, stage, index, value, sources, slot)
                 if result is _TAKEN:
@@ -468,18 +497,10 @@ class Run:
             stage.active += 1
         started = time.perf_counter()
         try:
-            if stage.is_gen:
-                await self._fan_out_stream(segment, index, value, sources, slot)
-                return _TAKEN, sources
-            if stage.is_batch:
-                return await self._call_batch(stage, value, sources)
-            try:
-                result = stage.call(value)
-                if stage.is_coroutine or inspect.isawaitable(result):
-                    result = await result
-            except Exception as exc:
-                result = await stage.policy.recover(exc, stage.call, value, sources, self)
-            return result, sources
+            return await self._call_once(segment, stage, index, value, sources, slot)
+        except _FATAL as exc:
+            self.fail(stage.name, exc)
+            raise
         finally:
             if self._timer is not None:
                 self._timer(stage.name, time.perf_counter() - started)
@@ -487,6 +508,28 @@ class Run:
                 stage.active -= 1
                 if stage.parked:
                     self._dispatch(segment, stage.parked.popleft())
+
+    async def _call_once(
+        self,
+        segment: _Segment,
+        stage: _StageRun,
+        index: int,
+        value: Any,
+        sources: list[int],
+        slot: Slot | None,
+    ) -> tuple[Any, list[int]]:
+        if stage.is_gen:
+            await self._fan_out_stream(segment, index, value, sources, slot)
+            return _TAKEN, sources
+        if stage.is_batch:
+            return await self._call_batch(stage, value, sources)
+        try:
+            result = stage.call(value)
+            if stage.is_coroutine or inspect.isawaitable(result):
+                result = await result
+        except Exception as exc:
+            result = await stage.policy.recover(exc, stage.call, value, sources, self)
+        return result, sources
 
     async def _call_batch(
         self, stage: _StageRun, members: list[Member], sources: list[int]
@@ -519,13 +562,17 @@ class Run:
         item = [member for member, _ in value] if stage.is_batch else value
         sequencer = segment.sequencer
         cursor = slot
-        async for result in stage.policy.iterate(stage.call, item, sources, self, started):
-            if result is None:
-                continue
-            following = sequencer.insert_after(cursor)
-            self._retain(sources)
-            self._dispatch(segment, (index + 1, result, sources, cursor))
-            cursor = following
+        try:
+            async for result in stage.policy.iterate(stage.call, item, sources, self, started):
+                if result is None:
+                    continue
+                following = sequencer.insert_after(cursor)
+                self._retain(sources)
+                self._dispatch(segment, (index + 1, result, sources, cursor))
+                cursor = following
+        except _FATAL as exc:
+            self.fail(stage.name, exc)
+            raise
         self._release(sources)
         sequencer.resolve_empty(cursor)
 

@@ -252,3 +252,59 @@ def test_invalid_options_are_clear_errors() -> None:
         @single_task(run_in_thread=True)
         async def not_blocking(x: int) -> int:
             return x
+
+
+@pytest.mark.parametrize("fatal", [SystemExit(3), KeyboardInterrupt()])
+@pytest.mark.parametrize("kind", ["coroutine", "generator", "batch", "side_input", "source"])
+async def test_system_exit_in_a_task_fails_the_run_not_the_event_loop(
+    fatal: BaseException, kind: str
+) -> None:
+    async def boom(*_: Any) -> Any:
+        await asyncio.sleep(0)
+        raise fatal
+
+    async def boom_gen(x: int) -> Any:
+        yield x
+        raise fatal
+
+    def source() -> Any:
+        yield 1
+        raise fatal
+
+    @single_task
+    def same(x: int, *_: Any) -> int:
+        return x
+
+    pipelines = {
+        "coroutine": (single_task(task_name="stage")(boom), [1, 2]),
+        "generator": (single_task(task_name="stage")(boom_gen), [1, 2]),
+        "batch": (batch_task(max_size=2, task_name="stage")(boom), [1, 2]),
+        "side_input": (single_task(task_name="stage")(same).with_inputs(boom()), [1]),
+        "source": (single_task(task_name="stage")(same), source()),
+    }
+    pipeline, data = pipelines[kind]
+    events = [e async for e in pipeline.events(data)]
+    error = events[-2]
+    assert isinstance(error, RunErrorEvent) and error.exception is fatal
+    assert error.stage == (None if kind == "source" else "stage")
+    assert events[-1].type == "end" and events[-1].status == "failed"
+    assert asyncio.get_running_loop().is_running()
+    if kind != "side_input":  # a coroutine side input is awaited once, then kept
+        pipeline, data = pipelines[kind]
+        data = source() if kind == "source" else data
+        with pytest.raises(type(fatal)):
+            await pipeline(data).collect()
+
+
+async def test_an_unprintable_error_is_still_described() -> None:
+    class Weird(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("str broken")
+
+    @single_task
+    def fails(x: int) -> int:
+        raise Weird()
+
+    events = [e async for e in fails.events([1])]
+    assert events[-2].to_dict()["error"] == "Weird: <unprintable message>"
+    assert events[-2].to_dict()["stage"] == "fails"
