@@ -3,7 +3,9 @@
 Items arrive in the order the previous segment emits them (input order in ordered mode, arrival
 order in as-completed mode). A batch is released when it holds `max_size` items, when
 `max_wait` seconds passed since its first item (once it holds `min_size`), and at the end of the
-input if it holds at least `min_size` items; a smaller remainder is dropped and reported.
+input if it holds at least `min_size` items; a smaller remainder is dropped and reported. When
+the run's bound on items in flight is reached and nothing else can move, the run releases
+partial batches early (`release_early`).
 """
 
 from __future__ import annotations
@@ -59,6 +61,18 @@ class Batcher:
                 self._cancel_timer()
                 self._drop(members)
         self._close_downstream()
+
+    @property
+    def waiting(self) -> bool:
+        """A partial batch waits for its max_wait to pass."""
+        return self._timer is not None
+
+    def release_early(self) -> bool:
+        """Release the partial batch now, whatever its size; False if there is none."""
+        if not self._members:
+            return False
+        self._flush()
+        return True
 
     def stop(self) -> None:
         """The run ended early: forget the partial batch and its timer."""

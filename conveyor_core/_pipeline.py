@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from typing import Any
 
 from ._errors import InvalidRunError, PipelineDefinitionError, StreamConsumedError
@@ -122,26 +122,36 @@ class Pipeline(Runnable):
         A failure does not raise here: it is an event. Closing the iterator cancels the run.
         `stage_timer(stage_name, seconds)` is called after every task call, if given.
         """
-        run = Run(
+        return self._run(data, mode, max_in_flight, stage_timer).events()
+
+    def _run(
+        self,
+        data: Any,
+        mode: str | None,
+        max_in_flight: int | None,
+        stage_timer: Callable[[str, float], None] | None = None,
+    ) -> Run:
+        return Run(
             self.stages,
             data,
             mode=mode or self.mode,
             max_in_flight=self.max_in_flight if max_in_flight is None else max_in_flight,
             stage_timer=stage_timer,
         )
-        return run.events()
 
 
 class AsyncStream:
     """The results of one run: iterate it once (`async for`), or `await stream.collect()`.
 
-    A failed run raises the task's own exception from the iteration. Leaving the iteration early
-    (`break`, `aclose()`, cancellation) cancels the run and waits for its calls to end.
+    A failed run raises the task's own exception from the iteration. Leaving early cancels the
+    run: `aclose()` or `async with` wait until its calls have ended; after a plain `break`, the
+    run is cancelled as soon as the iteration is garbage collected (at once in CPython).
     """
 
     def __init__(self, pipeline: Pipeline, data: Any, mode: str, max_in_flight: int | None):
-        self._events = pipeline.events(data, mode=mode, max_in_flight=max_in_flight)
-        self._iterator: weakref.ref[AsyncIterator[Any]] | None = None
+        self._run = pipeline._run(data, mode, max_in_flight)
+        # weak: a `break` must let the iteration be collected, which cancels the run
+        self._iterator: weakref.ref[AsyncGenerator[Any, None]] | None = None
 
     def __aiter__(self) -> AsyncIterator[Any]:
         if self._iterator is not None:
@@ -150,8 +160,8 @@ class AsyncStream:
         self._iterator = weakref.ref(iterator)
         return iterator
 
-    async def _values(self) -> AsyncIterator[Any]:
-        events = self._events
+    async def _values(self) -> AsyncGenerator[Any, None]:
+        events = self._run.events()
         try:
             async for event in events:
                 if type(event) is ResultEvent:
@@ -174,12 +184,11 @@ class AsyncStream:
             await iterator.aclose()  # type: ignore[attr-defined]
 
     async def aclose(self) -> None:
-        """Stop the run if it is going on."""
+        """Stop the run if it is going on, and wait until its calls have ended."""
+        await self._run.aclose()
         iterator = self._iterator() if self._iterator is not None else None
-        if iterator is not None:
-            await iterator.aclose()  # type: ignore[attr-defined]
-        else:
-            await self._events.aclose()  # type: ignore[attr-defined]
+        if iterator is not None and not getattr(iterator, "ag_running", False):
+            await iterator.aclose()
 
     async def __aenter__(self) -> AsyncStream:
         return self

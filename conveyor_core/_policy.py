@@ -180,9 +180,7 @@ class StagePolicy:
             return await self._retry(exc, call, batch), sources
         except Exception:
             pass
-        alone = await asyncio.gather(
-            *(_attempt(call, [value]) for value, _ in members), return_exceptions=False
-        )
+        alone = [await _attempt(call, [value]) for value, _ in members]  # one at a time
         survivors: list[tuple[Any, list[int]]] = []
         for (value, member_sources), error in zip(members, alone, strict=True):
             if error is None:

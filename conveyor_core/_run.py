@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import inspect
 import logging
-import math
 import time
 import types
 import uuid
+from array import array
 from collections import deque
 from collections.abc import (
     AsyncIterable,
@@ -33,7 +34,7 @@ from typing import Any
 
 from ._batching import Batcher, Member
 from ._context import PipelineContext, _current
-from ._errors import InvalidRunError
+from ._errors import InvalidRunError, StreamConsumedError
 from ._events import (
     EndEvent,
     Event,
@@ -69,7 +70,7 @@ Work = tuple[int, Any, list[int], Slot | None]
 
 
 @types.coroutine
-def _resume(coro: Any, yielded: Any) -> Generator[Any, Any, None]:
+def _resume(coro: Any, yielded: Any, context: contextvars.Context) -> Generator[Any, Any, None]:
     """Go on with a coroutine that was started by hand and suspended, yielding `yielded`.
 
     Workers start each call with `coro.send(None)` so that a call that never waits costs no
@@ -84,12 +85,12 @@ def _resume(coro: Any, yielded: Any) -> Generator[Any, Any, None]:
             raise
         except BaseException as exc:
             try:
-                yielded = coro.throw(exc)
+                yielded = context.run(coro.throw, exc)
             except StopIteration:
                 return
         else:
             try:
-                yielded = coro.send(sent)
+                yielded = context.run(coro.send, sent)
             except StopIteration:
                 return
 
@@ -138,6 +139,7 @@ class _Segment:
         self.inbox: deque[Member | None] = deque()  # stream heads only
         self.inbox_waiter: asyncio.Future[None] | None = None
         self.inbox_open = True
+        self.inbox_idle = False  # the stream task waits for its next item
 
     def suspended(self) -> None:
         """A worker of this segment waits on a call: make sure the queue keeps moving."""
@@ -165,14 +167,10 @@ class Run:
             raise InvalidRunError(
                 f"data must be an iterable or async iterable of items, got {type(data).__name__}"
             )
-        needed = math.prod(s.max_size for s in stages if isinstance(s, BatchTask))
         if max_in_flight is None:
-            max_in_flight = max(DEFAULT_MAX_IN_FLIGHT, needed)
-        elif not isinstance(max_in_flight, int) or max_in_flight < needed or max_in_flight < 1:
-            raise InvalidRunError(
-                f"max_in_flight must be an int >= {needed} (the product of the batch sizes, "
-                f"so that partial batches cannot hold every admitted item), got {max_in_flight!r}"
-            )
+            max_in_flight = DEFAULT_MAX_IN_FLIGHT
+        elif not isinstance(max_in_flight, int) or max_in_flight < 1:
+            raise InvalidRunError(f"max_in_flight must be an int >= 1, got {max_in_flight!r}")
         self._stages = tuple(stages)
         self._data = data
         self._mode = mode
@@ -189,32 +187,54 @@ class Run:
         self._room: asyncio.Future[None] | None = None
         self._tg: asyncio.TaskGroup | None = None
         self._started = 0.0
+        self._driver: asyncio.Task[None] | None = None
+        self._base = contextvars.Context()  # copied for every call: set in _drive
+        self._segments: list[_Segment] = []
+        self._suspended_calls = 0  # calls waiting on something (I/O, a thread, room to fan out)
+        self._drain: asyncio.Future[None] | None = None  # a fan-out waits for queues to drain
+        self._finished = False  # the last segment closed: everything was delivered
 
     # -- the consumer's side ------------------------------------------------------------------
 
     async def events(self) -> AsyncIterator[Event]:
         """Run, yielding results and item errors as they come, then error (if any) and end."""
+        if self._driver is not None:
+            raise StreamConsumedError("a run runs once: call the pipeline again")
         loop = asyncio.get_running_loop()
-        driver = loop.create_task(self._drive())
+        driver = self._driver = loop.create_task(self._drive())
         driver.add_done_callback(lambda _: self._wake())
         try:
             while True:
                 while not self._events:
                     if driver.done():
+                        if driver.cancelled():  # closed by aclose() from elsewhere
+                            return
                         driver.result()
                         raise RuntimeError("conveyor run ended without an end event")
                     self._waiter = loop.create_future()
                     await self._waiter
                 event = self._events.popleft()
-                if type(event) is ResultEvent:
-                    self._release(event.sources)
+                kind = type(event)
+                if kind is ResultEvent or kind is ItemErrorEvent:
+                    self._release(event.sources)  # type: ignore[union-attr]
+                    self._wake_drain()
                 yield event
-                if type(event) is EndEvent:
+                if kind is EndEvent:
                     return
         finally:
-            if not driver.done():
-                driver.cancel()
-            await asyncio.wait({driver})
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        """Cancel the run if it is going on, and wait until every task of it has ended.
+
+        Safe to call more than once and from any task.
+        """
+        driver = self._driver
+        if driver is None:
+            return
+        if not driver.done():
+            driver.cancel()
+        await asyncio.wait({driver})
 
     def _push(self, event: Event) -> None:
         self._events.append(event)
@@ -243,6 +263,7 @@ class Run:
         level = logging.INFO if action == "handled" else logging.WARNING
         logger.log(level, "%s: %s on sources %s: %s", stage, action, sources, error)
         event = ItemErrorEvent(self._next_seq(), stage, sources, error, action, exc)  # type: ignore[arg-type]
+        self._retain(sources)  # the items stay in flight until the consumer took the report
         self._push(event)
 
     def fail(self, stage: str | None, exc: BaseException) -> None:
@@ -253,16 +274,19 @@ class Run:
 
     async def _drive(self) -> None:
         _current.set(self.context)
+        self._base = contextvars.copy_context()
         self._started = time.perf_counter()
         segments: list[_Segment] = []
         try:
-            segments = await self._prepare()
+            segments = self._segments = await self._prepare()
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
                 tg.create_task(self._guard(self._feed, segments[0]))
                 for segment in segments:
                     if isinstance(segment.head, StreamTask):
                         tg.create_task(self._guard(self._run_stream, segment))
+            if not self._finished:
+                raise RuntimeError("conveyor engine: the run stopped before its input was done")
         except asyncio.CancelledError:
             self._stop_timers(segments)
             raise
@@ -306,7 +330,7 @@ class Run:
     def _entry(self, segment: _Segment | None) -> tuple[Callable[[Any, list[int]], None], Any]:
         """How values enter `segment` (None: the consumer), and how its input is closed."""
         if segment is None:
-            return self._deliver, lambda: None
+            return self._deliver, self._finish
         head = segment.head
         if isinstance(head, BatchTask):
             batcher = Batcher(
@@ -323,6 +347,9 @@ class Run:
             lambda value, sources: self._to_inbox(segment, (value, sources)),
             lambda: self._to_inbox(segment, None),
         )
+
+    def _finish(self) -> None:
+        self._finished = True
 
     # -- input ------------------------------------------------------------------------------
 
@@ -342,6 +369,12 @@ class Run:
         except Exception as exc:
             self.fail(None, exc)
             raise
+        except BaseException:  # cancelled, or worse: a generator source is closed, not left open
+            if inspect.isasyncgen(data):
+                await data.aclose()
+            elif inspect.isgenerator(data):
+                data.close()
+            raise
         segment.sequencer.close()
 
     def _admit(self, segment: _Segment, item: Any) -> None:
@@ -358,7 +391,37 @@ class Run:
     async def _wait_for_room(self) -> None:
         while self._in_flight >= self._limit:
             self._room = asyncio.get_running_loop().create_future()
+            self._unstall()
             await self._room
+
+    def _unstall(self) -> None:
+        """The bound is reached: if nothing can move but partial batches, release them.
+
+        Room comes back when a call ends, the consumer takes an event, a stream task pulls, or
+        a batch's max_wait passes. When none of that can happen, every admitted item sits in a
+        partial batch waiting for items the bound keeps out: those batches go now.
+        """
+        if self._events or self._suspended_calls:
+            return
+        for segment in self._segments:
+            if segment.queue or segment.runnable:
+                return
+            if isinstance(segment.head, StreamTask) and not segment.inbox_idle:
+                return
+            if segment.batcher is not None and segment.batcher.waiting:
+                return
+        for segment in self._segments:
+            if segment.batcher is not None and segment.batcher.release_early():
+                logger.info("a partial batch went early: max_in_flight=%d reached", self._limit)
+
+    async def _wait_for_drain(self) -> None:
+        self._drain = asyncio.get_running_loop().create_future()
+        await self._drain
+
+    def _wake_drain(self) -> None:
+        drain = self._drain
+        if drain is not None and not drain.done():
+            drain.set_result(None)
 
     # -- the budget of items in flight ------------------------------------------------------
 
@@ -409,15 +472,27 @@ class Run:
         except _FATAL as exc:
             self.fail(None, exc)
             raise _Aborted(describe_error(exc)) from exc
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            # a task raised CancelledError of its own: a TaskGroup would ignore that task and
+            # lose its items, so it fails the run
+            error = RuntimeError("a task raised CancelledError without being cancelled")
+            error.__cause__ = exc
+            self.fail(None, error)
+            raise _Aborted(describe_error(error)) from exc
 
     async def _worker(self, segment: _Segment) -> None:
         queue = segment.queue
+        base = self._base
         streak = 0
         while queue:
             index, value, sources, slot = queue.popleft()
             coro = self._process(segment, index, value, sources, slot)
+            context = base.copy()  # each call sees the run's context, not the previous call's
             try:
-                yielded = coro.send(None)
+                yielded = context.run(coro.send, None)
             except StopIteration:
                 streak += 1
                 if streak >= _FAIRNESS_STREAK:
@@ -425,10 +500,15 @@ class Run:
                     await asyncio.sleep(0)
                 continue
             segment.suspended()  # this call waits: another worker takes the queue meanwhile
-            await _resume(coro, yielded)
+            self._suspended_calls += 1
+            await _resume(coro, yielded, context)
+            self._suspended_calls -= 1
             segment.runnable += 1
             streak = 0
         segment.runnable -= 1
+        self._wake_drain()
+        if self._room is not None and not self._room.done():
+            self._unstall()
 
     async def _process(
         self, segment: _Segment, index: int, value: Any, sources: list[int], slot: Slot | None
@@ -458,7 +538,7 @@ class Run:
                 segment.sequencer.resolve_empty(slot)
                 return
             kind = type(result)
-            if kind is list:
+            if kind is list or isinstance(result, list):
                 result = [item for item in result if item is not None]
                 if not result:
                     self._release(sources)
@@ -562,6 +642,7 @@ class Run:
         item = [member for member, _ in value] if stage.is_batch else value
         sequencer = segment.sequencer
         cursor = slot
+        limit = self._limit
         try:
             async for result in stage.policy.iterate(stage.call, item, sources, self, started):
                 if result is None:
@@ -570,6 +651,8 @@ class Run:
                 self._retain(sources)
                 self._dispatch(segment, (index + 1, result, sources, cursor))
                 cursor = following
+                while len(segment.queue) >= limit or len(self._events) >= limit:
+                    await self._wait_for_drain()  # the consumer or the workers are behind
         except _FATAL as exc:
             self.fail(stage.name, exc)
             raise
@@ -582,8 +665,9 @@ class Run:
         if len(members) == 1:
             sources = members[0][1]
         else:
-            sources = sorted({source for _, member in members for source in member})
-            if len(sources) != sum(len(member) for _, member in members):
+            every = [source for _, member in members for source in member]
+            sources = sorted(set(every))
+            if len(sources) != len(every):
                 # members share inputs (a fan-out): the batch holds one reference per input
                 self._retain(sources)
                 for _, member in members:
@@ -619,12 +703,18 @@ class Run:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def _inbox(self, segment: _Segment, seen: list[list[int]]) -> AsyncIterator[Any]:
+    async def _inbox(self, segment: _Segment, seen: _Positions) -> AsyncIterator[Any]:
         loop = asyncio.get_running_loop()
         while True:
             while not segment.inbox:
                 segment.inbox_waiter = loop.create_future()
-                await segment.inbox_waiter
+                segment.inbox_idle = True
+                if self._room is not None and not self._room.done():
+                    self._unstall()
+                try:
+                    await segment.inbox_waiter
+                finally:
+                    segment.inbox_idle = False
             member = segment.inbox.popleft()
             if member is None:
                 return
@@ -636,7 +726,7 @@ class Run:
     async def _run_stream(self, segment: _Segment) -> None:
         head = segment.head
         assert isinstance(head, StreamTask)
-        seen: list[list[int]] = []
+        seen = _Positions()
         sequencer = segment.sequencer
         outputs = head.process_stream(self._inbox(segment, seen), self._mode)
         try:
@@ -665,7 +755,7 @@ class Run:
         sequencer.close()
 
 
-def _map_positions(head: StreamTask, positions: Any, seen: list[list[int]]) -> list[int]:
+def _map_positions(head: StreamTask, positions: Any, seen: _Positions) -> list[int]:
     """The run's sources of the items at `positions` of what a stream task received."""
     try:
         return sorted({source for position in positions for source in seen[position]})
@@ -674,6 +764,31 @@ def _map_positions(head: StreamTask, positions: Any, seen: list[list[int]]) -> l
             f"stream task {head.name} gave positions {positions!r}: each must index "
             f"the {len(seen)} item(s) it received so far"
         ) from None
+
+
+class _Positions:
+    """The sources of every item a stream task received, by position: 8 bytes an item when an
+    item has one source (the common case), a list otherwise."""
+
+    def __init__(self) -> None:
+        self._single = array("q")
+        self._several: dict[int, list[int]] = {}
+
+    def append(self, sources: list[int]) -> None:
+        if len(sources) == 1:
+            self._single.append(sources[0])
+        else:
+            self._several[len(self._single)] = sources
+            self._single.append(-1)
+
+    def __getitem__(self, position: int) -> list[int]:
+        if position < 0:
+            raise IndexError(position)
+        source = self._single[position]
+        return [source] if source >= 0 else self._several[position]
+
+    def __len__(self) -> int:
+        return len(self._single)
 
 
 def _first_error(error: BaseException) -> BaseException:

@@ -293,12 +293,31 @@ class _Once:
 
     def __init__(self, awaitable: cabc.Awaitable[Any]) -> None:
         self._awaitable = awaitable
-        self._value: Any = _UNRESOLVED
+        self._future: asyncio.Future[Any] | None = None
 
     async def get(self) -> Any:
-        if self._value is _UNRESOLVED:
-            self._value = await self._awaitable
-        return self._value
+        # one future shared by every run: overlapping runs wait for the same value, and a run
+        # cancelled meanwhile does not cancel it for the others
+        if self._future is None:
+            self._future = asyncio.ensure_future(_contained(self._awaitable))
+        try:
+            return await asyncio.shield(self._future)
+        except _Contained as contained:
+            raise contained.error from None
+
+
+class _Contained(Exception):
+    """Carries a SystemExit or KeyboardInterrupt out of a task, which would stop the loop."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+async def _contained(awaitable: cabc.Awaitable[Any]) -> Any:
+    try:
+        return await awaitable
+    except (SystemExit, KeyboardInterrupt) as error:
+        raise _Contained(error) from error
 
 
 def _share(value: Any) -> Any:

@@ -47,7 +47,7 @@ async def test_a_slow_consumer_slows_the_source() -> None:
             break
 
 
-async def test_the_default_bound_is_generous_and_fits_the_batches() -> None:
+async def test_partial_batches_go_early_when_the_bound_holds_everything() -> None:
     pulled = 0
 
     def source() -> Iterator[int]:
@@ -64,11 +64,42 @@ async def test_the_default_bound_is_generous_and_fits_the_batches() -> None:
     def group_again(xs: list[int]) -> int:
         return sum(xs)
 
-    stream = (group | group_again)(source())
-    async for value in stream:
-        assert value == 10_000
-        break
-    assert DEFAULT_MAX_IN_FLIGHT <= pulled <= 10_000 + DEFAULT_MAX_IN_FLIGHT * 3
+    # 100 x 100 items could never fill the second batch under the default bound of 4096
+    counted = 0
+    async for value in (group | group_again)(source()):
+        assert value <= DEFAULT_MAX_IN_FLIGHT
+        counted += value
+        assert pulled <= counted + DEFAULT_MAX_IN_FLIGHT
+    assert counted == 100_000
+
+
+async def test_a_stream_task_feeding_a_large_batch_does_not_deadlock() -> None:
+    from collections.abc import AsyncIterator
+    from typing import Any
+
+    from conveyor_core import StreamTask
+
+    class Triples(StreamTask):
+        """Each output stands for three inputs."""
+
+        async def process_stream(
+            self, items: AsyncIterator[Any], mode: str
+        ) -> AsyncIterator[tuple[Any, list[int]]]:
+            held: list[int] = []
+            position = 0
+            async for _item in items:
+                held.append(position)
+                position += 1
+                if len(held) == 3:
+                    yield 1, held
+                    held = []
+
+    @batch_task(max_size=2000)
+    def count(xs: list[int]) -> int:
+        return len(xs)
+
+    total = sum(await (Triples("triples") | count)(range(30_000)).collect())
+    assert total == 10_000
 
 
 async def test_an_input_far_larger_than_the_bound_streams_through() -> None:

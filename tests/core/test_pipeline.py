@@ -99,7 +99,9 @@ async def test_bad_data_and_mode_are_clear_errors() -> None:
     with pytest.raises(InvalidRunError):
         double([1], mode="sideways")
     with pytest.raises(InvalidRunError):
-        total([1], max_in_flight=1)  # a batch of 2 could never fill
+        total([1], max_in_flight=0)
+    # a bound below the batch size: batches go early rather than wait forever
+    assert await total([1, 2, 3], max_in_flight=1).collect() == [1, 2, 3]
 
 
 async def test_endless_source_streams() -> None:
