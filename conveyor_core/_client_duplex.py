@@ -177,11 +177,12 @@ async def duplex_post(
             event = await _next_event(conn, sock, upload)
         yield DuplexResponse(conn, sock, event, upload)
     finally:
+        sock.abort()
         if upload is not None:
             upload.cancel()
-            with contextlib.suppress(BaseException):
-                await upload
-        sock.abort()
+            await asyncio.wait({upload})  # unlike `suppress(BaseException)`, keeps our own cancel
+            if not upload.cancelled():
+                upload.exception()  # the reader has reported it already; mark it retrieved
 
 
 async def _send_body(conn: h11.Connection, sock: _Connection, body: AsyncIterable[bytes]) -> None:

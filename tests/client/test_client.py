@@ -486,3 +486,28 @@ async def test_breaking_out_of_a_remote_stage_closes_its_connection(service_url:
 async def test_remote_pipeline_unknown_name_raises_not_found(service_url: str) -> None:
     with pytest.raises(NotFoundError):
         await (double | RemotePipeline(service_url, "nope"))([1]).collect()
+
+
+async def test_leaving_an_upload_stream_keeps_the_callers_own_cancellation(
+    service_url: str,
+) -> None:
+    async def items() -> AsyncIterator[float]:
+        try:
+            while True:
+                yield 0.01
+                await asyncio.sleep(0.05)
+        finally:
+            await asyncio.sleep(0.3)  # a source whose cleanup takes a while
+
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    async with ConveyorClient(service_url) as client:
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.5):
+                events = client.events("timeline", items())
+                async for _ in events:
+                    if loop.time() - started > 0.4:
+                        break
+                await events.aclose()  # the upload's cleanup runs past the timeout
+                await asyncio.sleep(5)  # must not be reached: the timeout fired meanwhile
+    assert loop.time() - started < 4
