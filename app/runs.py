@@ -3,7 +3,8 @@
 `Run.events()` is what every route consumes (stream, invoke, jobs). It keeps the engine's event
 contract whatever happens: seq 0, 1, 2, ... without gaps and an `end` last, or, when the consumer
 leaves early, nothing more (the run is cancelled and awaited, and the caller may write its own
-`end` with `cancelled_end()`).
+`end` with `cancelled_end()`). Each event is encoded here, once (`app.encoding.encode_event`):
+a result that has no JSON form fails the run with an `error` event, on every route alike.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any, cast
 
 import anyio
 
-from app.encoding import wire_event
+from app.encoding import UnencodableResult, encode_event, printable
 from app.metrics import Metrics
 from app.pipelines import PipelineEntry
 from conveyor_core import Event, ItemErrorEvent, ResultEvent, RunErrorEvent, describe_error
@@ -76,6 +77,13 @@ class Run:
         results = self._metrics.results.labels(name)
         try:
             async for event in engine:
+                try:
+                    wire = encode_event(event)
+                except UnencodableResult as exc:  # no JSON form: the run fails here
+                    log.warning("pipeline %s: %s", name, exc)
+                    for failure in self._failure(str(exc)):
+                        yield failure
+                    return
                 self.last_seq = event.seq
                 if isinstance(event, ResultEvent):
                     if self.results == 0:
@@ -85,16 +93,16 @@ class Run:
                 elif isinstance(event, ItemErrorEvent):
                     self._item_error(event.stage, event.action)
                 elif isinstance(event, RunErrorEvent):
-                    self._metrics.run_errors.labels(name, str(event.stage)).inc()
+                    self._run_error(event.stage)
                 else:
                     self.status = event.status
-                yield wire_event(event)
+                yield wire
                 if self.status is not None:
                     return
         except Exception as exc:  # the engine broke its contract: still end the stream cleanly
             log.exception("pipeline %s: the run raised instead of failing with an event", name)
-            for wire in self._failure(exc):
-                yield wire
+            for failure in self._failure(printable(describe_error(exc))):
+                yield failure
         finally:
             with anyio.move_on_after(CLEANUP_TIMEOUT_S, shield=True):
                 await engine.aclose()
@@ -109,14 +117,11 @@ class Run:
             "stats": self._stats(),
         }
 
-    def _failure(self, exc: BaseException) -> list[dict[str, Any]]:
+    def _failure(self, error_text: str) -> list[dict[str, Any]]:
+        """`error` (outside any stage) then `end` failed, following the last event yielded."""
         self.status = "failed"
-        error = {
-            "type": "error",
-            "seq": self.last_seq + 1,
-            "stage": None,
-            "error": describe_error(exc),
-        }
+        self._run_error(None)
+        error = {"type": "error", "seq": self.last_seq + 1, "stage": None, "error": error_text}
         self.last_seq += 1
         end = {**self.cancelled_end(), "status": "failed"}
         self.last_seq += 1
@@ -145,6 +150,9 @@ class Run:
         async for item in data:
             self.inputs += 1
             yield item
+
+    def _run_error(self, stage: str | None) -> None:
+        self._metrics.run_errors.labels(self.entry.name, str(stage)).inc()
 
     def _item_error(self, stage: str, action: str) -> None:
         if action != "handled":

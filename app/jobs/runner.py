@@ -17,7 +17,7 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
-from app.encoding import jsonable
+from app.encoding import jsonable, printable
 from app.jobs.store import JobRecord, JobStore
 from app.metrics import Metrics
 from app.pipelines import PipelineEntry
@@ -115,7 +115,12 @@ class JobRunner:
         if failure is not None:
             log.error("job %s failed outside its pipeline", job_id, exc_info=failure)
             events.append(
-                {"type": "error", "seq": seq, "stage": None, "error": describe_error(failure)}
+                {
+                    "type": "error",
+                    "seq": seq,
+                    "stage": None,
+                    "error": printable(describe_error(failure)),
+                }
             )
             seq += 1
         end = {**run.cancelled_end(), "seq": seq}

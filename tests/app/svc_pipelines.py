@@ -71,8 +71,29 @@ async def greet(person: Person) -> Greeting:
     return Greeting(text=f"Hello {person.name} ({person.age})")
 
 
+@single_task
+async def weird(x: int) -> bytes:
+    """Bytes that are not UTF-8 (the wire sends bytes as base64)."""
+    return b"\xff\x00"
+
+
+@single_task
+async def surrogate(x: int) -> str:
+    """The item as a string, but a lone surrogate (no JSON form) for the item 2."""
+    return "\ud800" if x == 2 else str(x)
+
+
+@single_task
+async def power(n: int) -> int:
+    """10 to the power of the item (at most 6000): integers of any number of digits."""
+    return 10 ** max(0, min(n, 6000))
+
+
 PIPELINES: dict[str, Any] = {
     "echo": echo,
+    "weird": weird,
+    "surrogate": surrogate,
+    "power": power,
     "sleepy": sleepy,
     "blob": blob,
     "fragile": fragile | pair_sum,

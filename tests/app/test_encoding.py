@@ -7,7 +7,18 @@ import math
 import pytest
 from pydantic import BaseModel
 
-from app.encoding import dumps, jsonable, ndjson_line, sse_message, wants_sse, wire_event
+from app.encoding import (
+    EncodedEvent,
+    UnencodableResult,
+    dumps,
+    encode_event,
+    jsonable,
+    ndjson_line,
+    printable,
+    sse_message,
+    wants_sse,
+    wire_event,
+)
 from conveyor_core import EndEvent, ItemErrorEvent, ResultEvent, RunErrorEvent, RunStats
 from tests.app.wire import parse_sse
 
@@ -52,6 +63,51 @@ def test_values_json_has_no_form_for() -> None:
     )
     assert dumps(object()).startswith(b'"<object object')
     assert jsonable({"p": Point(x=1, y=2), "s": (1,)}) == {"p": {"x": 1, "y": 2}, "s": [1]}
+
+
+def test_bytes_are_base64() -> None:
+    assert dumps(b"\xff\x00") == b'"_wA="'  # not UTF-8: base64, URL-safe alphabet
+    assert dumps({"b": bytearray(b"ab")}) == b'{"b":"YWI="}'
+    assert jsonable([b"\xfb\xff\xfe"]) == ["-__-"]
+
+
+def test_encode_event_once_for_both_framings() -> None:
+    event = encode_event(ResultEvent(4, b"\xff\x00", [1]))
+    assert (
+        isinstance(event, EncodedEvent) and event.data == b'{"seq":4,"value":"_wA=","sources":[1]}'
+    )
+    assert list(event) == ["type", "seq", "value", "sources"]
+    assert ndjson_line(event) == b'{"type":"result","seq":4,"value":"_wA=","sources":[1]}\n'
+    assert ndjson_line(event) == ndjson_line(wire_event(ResultEvent(4, b"\xff\x00", [1])))
+    [parsed] = parse_sse(sse_message(event).decode())
+    assert parsed.last_event_id == "4" and parsed.json()["value"] == "_wA="
+
+
+class _BadRepr:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        ("\ud800", "UnencodableResult: str: UnicodeEncodeError: 'utf-8' codec can't encode"),
+        (_BadRepr(), "UnencodableResult: _BadRepr: RuntimeError: no repr"),
+        ({"x": "\udcff"}, "UnencodableResult: dict: UnicodeEncodeError"),
+    ],
+)
+def test_a_result_without_json_form_is_unencodable(value: object, error: str) -> None:
+    with pytest.raises(UnencodableResult) as raised:
+        encode_event(ResultEvent(0, value, [0]))
+    assert str(raised.value).startswith(error)
+    dumps({"error": str(raised.value)})  # the error itself can always be sent
+
+
+def test_error_texts_are_made_encodable() -> None:
+    event = encode_event(ItemErrorEvent(1, "parse", [2], "ValueError: bad \udcff", "skip_item"))
+    assert event["error"] == "ValueError: bad \\udcff"
+    assert b"bad \\\\udcff" in ndjson_line(event)
+    assert printable("plain é") == "plain é"
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from tests.app.conftest import ClientFactory
+from tests.app.redis_server import with_prefix
 from tests.app.wire import assert_run_shape, ndjson_events, sse_events
 
 TIMELINE = {"items": [0.01, 0.02, 0.03, 0.04, 0.05]}
@@ -168,3 +169,35 @@ async def test_shutdown_cancels_running_jobs(make_client: ClientFactory) -> None
     record = await store.get(job_id)
     assert record.status == "cancelled"
     assert [e["type"] for e in [e async for e in store.events(job_id)]] == ["end"]
+
+
+@pytest.mark.parametrize("store", ["memory", "redis"])
+async def test_jobs_send_bytes_as_base64_and_fail_on_unencodable_results(
+    make_client: ClientFactory, request: pytest.FixtureRequest, store: str
+) -> None:
+    settings: dict[str, Any] = {}
+    if store == "redis":
+        url, prefix = (request.getfixturevalue(name) for name in ("redis_url", "redis_prefix"))
+        settings["redis_url"] = with_prefix(url, prefix)
+    async with make_client(**settings) as client:
+        await _weird_and_surrogate_jobs(client)
+
+
+async def _weird_and_surrogate_jobs(client: httpx.AsyncClient) -> None:
+    job_id = await _submit(client, "weird", {"items": [1]})
+    assert (await _finished(client, job_id))["status"] == "succeeded"
+    results = await client.get(f"/jobs/{job_id}/results")
+    assert results.json() == {"status": "succeeded", "results": ["_wA="]}
+    job_id = await _submit(client, "surrogate", {"items": [1, 2, 3]})
+    assert (await _finished(client, job_id))["status"] == "failed"
+    for accept in ("text/event-stream", "application/x-ndjson"):
+        response = await client.get(f"/jobs/{job_id}/events", headers={"Accept": accept})
+        parse = sse_events if accept == "text/event-stream" else ndjson_events
+        events = parse(response.text)
+        assert_run_shape(events)
+        assert [e["type"] for e in events] == ["result", "error", "end"]
+        assert events[1]["stage"] is None
+        assert events[1]["error"].startswith("UnencodableResult: str: ")
+    results = await client.get(f"/jobs/{job_id}/results")
+    assert results.status_code == 200
+    assert results.json() == {"status": "failed", "results": ["1"]}

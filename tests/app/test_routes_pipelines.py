@@ -278,3 +278,56 @@ async def test_create_job(client: httpx.AsyncClient) -> None:
     events = ndjson_events((await client.get(body["events_url"])).text)
     assert_run_shape(events)
     assert [e["value"] for e in events if e["type"] == "result"] == [22, 40, 24]
+
+
+# Results JSON cannot encode as they are: bytes go as base64; anything else fails the run cleanly
+
+
+@pytest.mark.parametrize("accept", ["text/event-stream", "application/x-ndjson"])
+async def test_stream_sends_bytes_as_base64(client: httpx.AsyncClient, accept: str) -> None:
+    response = await client.post(
+        "/pipelines/weird/stream", json={"items": [1, 2]}, headers={"Accept": accept}
+    )
+    assert response.status_code == 200
+    parse = sse_events if accept == "text/event-stream" else ndjson_events
+    events = parse(response.text)
+    assert_run_shape(events)
+    assert [e["value"] for e in events if e["type"] == "result"] == ["_wA=", "_wA="]
+    assert events[-1]["status"] == "succeeded"
+
+
+async def test_invoke_sends_bytes_as_base64(client: httpx.AsyncClient) -> None:
+    response = await client.post("/pipelines/weird/invoke", json={"items": [1]})
+    assert response.status_code == 200
+    assert response.json()["results"] == ["_wA="]
+
+
+UNENCODABLE = "UnencodableResult: str: UnicodeEncodeError: 'utf-8' codec can't encode character"
+
+
+@pytest.mark.parametrize("accept", ["text/event-stream", "application/x-ndjson"])
+async def test_stream_of_an_unencodable_result_fails_the_run(
+    client: httpx.AsyncClient, accept: str
+) -> None:
+    response = await client.post(
+        "/pipelines/surrogate/stream", json={"items": [1, 2, 3]}, headers={"Accept": accept}
+    )
+    assert response.status_code == 200
+    parse = sse_events if accept == "text/event-stream" else ndjson_events
+    events = parse(response.text)
+    assert_run_shape(events)
+    assert events[0] == {"type": "result", "seq": 0, "value": "1", "sources": [0]}
+    assert events[1]["type"] == "error" and events[1]["stage"] is None
+    assert events[1]["error"].startswith(UNENCODABLE)
+    assert events[2]["type"] == "end" and events[2]["status"] == "failed"
+    assert events[2]["stats"]["results"] == 1
+
+
+async def test_invoke_of_an_unencodable_result_answers_a_failed_run(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.post("/pipelines/surrogate/invoke", json={"items": [1, 2, 3]})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "failed" and body["results"] == ["1"]
+    assert body["error"]["stage"] is None and body["error"]["error"].startswith(UNENCODABLE)

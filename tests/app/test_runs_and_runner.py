@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from app.encoding import jsonable
+from app.encoding import dumps, jsonable
 from app.jobs.memory import MemoryJobStore
 from app.jobs.runner import JobRunner
 from app.jobs.store import JobRecord
@@ -65,6 +65,23 @@ async def test_a_run_whose_engine_raises_still_ends(monkeypatch: pytest.MonkeyPa
         "error": "RuntimeError: engine bug",
     }
     assert events[1]["status"] == "failed"
+
+
+async def test_a_result_without_json_form_fails_the_run() -> None:
+    from tests.app.svc_pipelines import surrogate
+
+    entry = PipelineEntry.build("surrogate", surrogate)
+    metrics = Metrics()
+    run = Run(entry, [1, 2, 3, 4], mode="ordered", kind=RunKind.STREAM, metrics=metrics)
+    events = await _events(run)
+    assert_run_shape(events)
+    assert [e["type"] for e in events] == ["result", "error", "end"]
+    assert events[1]["stage"] is None
+    assert events[1]["error"].startswith("UnencodableResult: str: UnicodeEncodeError")
+    assert events[2]["status"] == "failed" and events[2]["stats"]["results"] == 1
+    assert run.status == "failed" and run.results == 1
+    for event in events:
+        dumps(event)
 
 
 async def test_collect() -> None:
