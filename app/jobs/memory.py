@@ -16,6 +16,7 @@ from app.jobs.store import (
     JobStatus,
     JobStore,
     WireEvent,
+    resume_after,
 )
 
 __all__ = ["MemoryJobStore"]
@@ -72,7 +73,7 @@ class MemoryJobStore(JobStore):
         job = self._live(job_id)
         if job is None:
             return
-        position = max(after + 1, 0)
+        position = resume_after(after) + 1
         while True:
             changed = job.changed
             while position < len(job.events):

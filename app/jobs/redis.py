@@ -55,6 +55,7 @@ from app.jobs.store import (
     JobStore,
     StoreUnavailable,
     WireEvent,
+    resume_after,
 )
 
 __all__ = ["WORKER_LOST", "RedisJobStore"]
@@ -162,10 +163,10 @@ class RedisJobStore(JobStore):
     ) -> AsyncIterator[WireEvent]:
         await self._settle(job_id)
         backoff = _Backoff(self.retry_s, f"read job {job_id}")
-        last = max(after, -1)
+        last = resume_after(after)
         while True:
             # catching up: a script call returns many events as one JSON array
-            status, events = await self._retrying(backoff, self._read_bulk, job_id, last)
+            status, events, count = await self._retrying(backoff, self._read_bulk, job_id, last)
             for event in events:
                 yield event
                 if event["type"] == "end":
@@ -176,8 +177,9 @@ class RedisJobStore(JobStore):
                 continue
             if not follow or status != JobStatus.RUNNING.value:
                 return  # done, unknown or expired: the script read status and events at once
-            # caught up: wait on the job's tail, one blocking read shared by the local followers
-            tail = self._tail(job_id, last)
+            # caught up: wait on the job's tail, one blocking read shared by the local followers;
+            # it starts at the job's last event even when this follower resumes past it
+            tail = self._tail(job_id, min(last, count - 1))
             try:
                 while (new := tail.since(last)) is not None:
                     for event in new:
@@ -365,10 +367,11 @@ class RedisJobStore(JobStore):
         if writer is not None:
             await writer.drain(1.0)
 
-    async def _read_bulk(self, job_id: str, last: int) -> tuple[str, list[WireEvent]]:
+    async def _read_bulk(self, job_id: str, last: int) -> tuple[str, list[WireEvent], int]:
+        """The job's status, up to READ_COUNT events after seq `last`, and its event count."""
         keys = [self._keys.job(job_id), self._keys.events(job_id)]
-        status, count, blob = await self._fetch(keys, [entry_id(last + 1), READ_COUNT])
-        return status.decode(), from_json(blob) if count else []
+        status, n, blob, count = await self._fetch(keys, [entry_id(last + 1), READ_COUNT])
+        return status.decode(), from_json(blob) if n else [], int(count)
 
     def _tail(self, job_id: str, after: int) -> Tail:
         """The job's tail in this process (started after seq `after` if there is none)."""

@@ -66,13 +66,14 @@ return {0, first + count}
 
 FETCH = """
 -- KEYS job, events; ARGV first entry id, count.  The job's status ('' when unknown or
--- expired), the number of events, and the events as one JSON array (one reply to parse).
-local status = redis.call('HGET', KEYS[1], 'status')
-if not status then return {'', 0, '[]'} end
+-- expired), the number of events, the events as one JSON array (one reply to parse), and the
+-- job's next seq (the number of events it has).
+local st = redis.call('HMGET', KEYS[1], 'status', 'next')
+if not st[1] then return {'', 0, '[]', 0} end
 local entries = redis.call('XRANGE', KEYS[2], ARGV[1], '+', 'COUNT', ARGV[2])
 local parts = {}
 for i, entry in ipairs(entries) do parts[i] = entry[2][2] end
-return {status, #parts, '[' .. table.concat(parts, ',') .. ']'}
+return {st[1], #parts, '[' .. table.concat(parts, ',') .. ']', tonumber(st[2])}
 """
 
 CANCEL = """

@@ -16,7 +16,8 @@ The contract every implementation keeps (tests/app/test_jobs_store_contract.py c
   `end` event finishes the job in the same step: the record's status and stats become the end's,
   `finished_at` is set, and the retention time (`ttl_s`) starts, after which the record and its log
   are gone (`get` gives None). Running jobs never expire.
-- `events(after=n)` yields the events with `seq > n` in order (`after=-1`: from the start). With
+- `events(after=n)` yields the events with `seq > n` in order (`after=-1`: from the start; any
+  `n` past the last event, however large, means "after the last event": nothing yet). With
   `follow=True` it then waits, without polling, for new events and yields them as they are
   appended, and stops after the `end` event; with `follow=False` it stops at what is there now.
   An unknown or expired job yields nothing. Many followers may read one job; a slow follower never
@@ -43,6 +44,7 @@ from enum import StrEnum
 from typing import Any
 
 __all__ = [
+    "MAX_SEQ",
     "JobLimitReached",
     "JobNotFound",
     "JobRecord",
@@ -51,10 +53,19 @@ __all__ = [
     "JobStoreError",
     "StoreUnavailable",
     "WireEvent",
+    "resume_after",
 ]
 
 WireEvent = dict[str, Any]
 """An event as stored and sent: DESIGN.md's JSON object plus `"type"`, JSON-ready."""
+
+MAX_SEQ = 2**53
+"""Beyond any seq a job reaches: a larger resume position means the same as this one."""
+
+
+def resume_after(after: int) -> int:
+    """`after` within [-1, MAX_SEQ]: every resume position a store can look up."""
+    return min(max(after, -1), MAX_SEQ)
 
 
 class JobStatus(StrEnum):

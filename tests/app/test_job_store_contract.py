@@ -131,6 +131,23 @@ async def test_replay_after(make_store: StoreFactory) -> None:
         assert (await store.get("j1")).status is JobStatus.FAILED  # type: ignore[union-attr]
 
 
+@pytest.mark.parametrize("after", [10, 2**53, 2**64 - 2, 10**20])
+async def test_after_beyond_every_seq_is_after_the_last_event(
+    make_store: StoreFactory, after: int
+) -> None:
+    async with make_store(ttl_s=60) as store:
+        await store.create(_record(), max_running=10)
+        await store.append("j1", _result(0, "a"))
+        assert await _collect(store.events("j1", after=after, follow=False)) == []
+        follower = asyncio.create_task(_collect(store.events("j1", after=after)))
+        await asyncio.sleep(0.05)
+        assert not follower.done()  # it waits for more, like a follower at the head
+        await store.append("j1", _result(1, "b"))
+        await store.append("j1", _end(2))
+        assert await asyncio.wait_for(follower, 10) == []  # and ends with the job
+        assert await _collect(store.events("j1", after=after)) == []
+
+
 async def test_followers_get_live_events_until_end(make_store: StoreFactory) -> None:
     async with make_store(ttl_s=60) as store:
         await store.create(_record(), max_running=10)

@@ -264,6 +264,42 @@ async def test_followers_in_one_process_share_one_blocking_read(
     assert idle <= 20, f"{idle} XREAD calls in 2.5 s for 50 idle followers"
 
 
+async def test_a_follower_ahead_of_the_job_does_not_make_others_poll(
+    replicas: Replicas, redis_url: str
+) -> None:
+    """A follower whose `after` is past the last event waits on the job's tail like the others:
+    the tail starts at the job's last event, not at that follower's position."""
+    raw = aioredis.Redis.from_url(redis_url)
+
+    async def fetches() -> int:
+        stats = await raw.info("commandstats")
+        return sum(
+            int(stats.get(f"cmdstat_{name}", {}).get("calls", 0))
+            for name in ("evalsha", "eval", "xrange", "hget")
+        )
+
+    try:
+        async with replicas(2) as (owner, other):
+            await owner.create(_record(), max_running=10)
+            await owner.append("j1", _result(0))
+            ahead = asyncio.create_task(_collect(other.events("j1", after=10)))
+            await asyncio.sleep(0.2)
+            behind = asyncio.create_task(_collect(other.events("j1")))
+            await asyncio.sleep(0.3)
+            before = await fetches()
+            await asyncio.sleep(1.0)
+            idle = await fetches() - before
+            for seq in range(1, 15):
+                await owner.append("j1", _result(seq))
+            await owner.append("j1", _end(15))
+            ahead_events, behind_events = await asyncio.wait_for(asyncio.gather(ahead, behind), 20)
+    finally:
+        await raw.aclose()
+    assert [e["seq"] for e in behind_events] == list(range(16))
+    assert [e["seq"] for e in ahead_events] == [11, 12, 13, 14, 15]
+    assert idle <= 20, f"{idle} reads in 1 s of two idle followers"
+
+
 async def test_a_slow_follower_reads_again_from_redis(
     replicas: Replicas, monkeypatch: pytest.MonkeyPatch
 ) -> None:

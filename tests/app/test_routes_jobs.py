@@ -201,3 +201,29 @@ async def _weird_and_surrogate_jobs(client: httpx.AsyncClient) -> None:
     results = await client.get(f"/jobs/{job_id}/results")
     assert results.status_code == 200
     assert results.json() == {"status": "failed", "results": ["1"]}
+
+
+@pytest.mark.parametrize("store", ["memory", "redis"])
+async def test_resume_positions_beyond_every_seq(
+    make_client: ClientFactory, request: pytest.FixtureRequest, store: str
+) -> None:
+    """Any `after` or `Last-Event-ID` past the last event means "after the last event"."""
+    settings: dict[str, Any] = {}
+    if store == "redis":
+        url, prefix = (request.getfixturevalue(name) for name in ("redis_url", "redis_prefix"))
+        settings["redis_url"] = with_prefix(url, prefix)
+    async with make_client(**settings) as client:
+        job_id = await _submit(client, "timeline", TIMELINE)
+        await _finished(client, job_id)
+        url = f"/jobs/{job_id}/events"
+        for query, headers in (
+            ({"after": "18446744073709551614"}, {}),
+            ({"after": str(10**30)}, {"Accept": "text/event-stream"}),
+            ({}, {"Last-Event-ID": "99999999999999999999"}),
+        ):
+            response = await client.get(url, params=query, headers=headers)
+            assert response.status_code == 200 and response.text == ""
+        running = await _submit(client, "timeline", {"items": [0.3]})
+        response = await client.get(f"/jobs/{running}/events", params={"after": str(2**64)})
+        assert response.status_code == 200 and response.text == ""  # waited for the end
+        assert (await client.get(f"/jobs/{running}")).json()["status"] == "succeeded"
