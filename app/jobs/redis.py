@@ -371,7 +371,7 @@ class RedisJobStore(JobStore):
         """The job's status, up to READ_COUNT events after seq `last`, and its event count."""
         keys = [self._keys.job(job_id), self._keys.events(job_id)]
         status, n, blob, count = await self._fetch(keys, [entry_id(last + 1), READ_COUNT])
-        return status.decode(), from_json(blob) if n else [], int(count)
+        return status.decode(), _loads(blob) if n else [], int(count)
 
     def _tail(self, job_id: str, after: int) -> Tail:
         """The job's tail in this process (started after seq `after` if there is none)."""
@@ -400,7 +400,7 @@ class RedisJobStore(JobStore):
         """The events after seq `last`, waiting up to BLOCK_MS for the first one."""
         streams: dict[Any, Any] = {self._keys.events(job_id): entry_id(last)}
         reply: Any = await self._redis.xread(streams, count=WAKE_COUNT, block=BLOCK_MS)
-        events = [from_json(fields[EVENT_FIELD]) for _, fields in reply[0][1]] if reply else []
+        events = [_loads(fields[EVENT_FIELD]) for _, fields in reply[0][1]] if reply else []
         if len(events) == WAKE_COUNT:  # more are waiting: read them in bulk
             events += (await self._read_bulk(job_id, events[-1]["seq"]))[1]
         return events
@@ -461,6 +461,34 @@ def _dumps(value: Any) -> bytes:
     return to_json(value, inf_nan_mode="null")
 
 
+def _loads(data: bytes | str) -> Any:
+    """JSON written by `_dumps`, integers of any length included.
+
+    pydantic's parser, like `int(str)`, refuses integers over Python's digit limit (4300 by
+    default) which `_dumps` writes all the same; such documents go to the standard parser,
+    whose integers are converted in pieces below the limit.
+    """
+    try:
+        return from_json(data)
+    except ValueError:
+        return json.loads(data, parse_int=_int)
+
+
+_DIGITS = 4000  # under sys.get_int_max_str_digits()'s default, 4300
+
+
+def _int(text: str) -> int:
+    """`int(text)` for a JSON integer of any length."""
+    if len(text) <= _DIGITS:
+        return int(text)
+    digits = text.lstrip("-")
+    value = 0
+    for start in range(0, len(digits), _DIGITS):
+        piece = digits[start : start + _DIGITS]
+        value = value * 10 ** len(piece) + int(piece)
+    return -value if text.startswith("-") else value
+
+
 def _pending(event: WireEvent) -> Pending:
     kind = event["type"]
     item = Pending(int(event["seq"]), _dumps(event))
@@ -493,7 +521,7 @@ def _record(data: dict[bytes, bytes]) -> JobRecord:
         items=int(text["items"]),
         created_at=float(text["created_at"]),
         status=JobStatus(text["status"]),
-        stats=from_json(text["stats"]) if text.get("stats") else None,
+        stats=_loads(text["stats"]) if text.get("stats") else None,
         finished_at=float(text["finished_at"]) if text.get("finished_at") else None,
         cancel_requested=text.get("cancel_requested") == "1",
     )

@@ -300,6 +300,21 @@ async def test_a_follower_ahead_of_the_job_does_not_make_others_poll(
     assert idle <= 20, f"{idle} reads in 1 s of two idle followers"
 
 
+async def test_integers_of_any_length_read_back(replicas: Replicas) -> None:
+    """Integers over Python's 4300-digit string limit are written, and read back too."""
+    huge = 10**5000 + 7
+    async with replicas(2) as (owner, other):
+        await owner.create(_record(), max_running=10)
+        await owner.append("j1", _result(0, huge))
+        live = asyncio.create_task(_collect(other.events("j1")))
+        await asyncio.sleep(0.2)  # caught up: the next events come through the tail
+        await owner.append("j1", _result(1, -huge))
+        await owner.append("j1", _end(2))
+        for events in (await asyncio.wait_for(live, 10), await _collect(other.events("j1"))):
+            assert [e["value"] for e in events[:2]] == [huge, -huge]
+        assert await other.results("j1") == [huge, -huge]
+
+
 async def test_a_slow_follower_reads_again_from_redis(
     replicas: Replicas, monkeypatch: pytest.MonkeyPatch
 ) -> None:

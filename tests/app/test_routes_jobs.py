@@ -227,3 +227,22 @@ async def test_resume_positions_beyond_every_seq(
         response = await client.get(f"/jobs/{running}/events", params={"after": str(2**64)})
         assert response.status_code == 200 and response.text == ""  # waited for the end
         assert (await client.get(f"/jobs/{running}")).json()["status"] == "succeeded"
+
+
+@pytest.mark.parametrize("store", ["memory", "redis"])
+async def test_results_of_any_size_read_back(
+    make_client: ClientFactory, request: pytest.FixtureRequest, store: str
+) -> None:
+    settings: dict[str, Any] = {}
+    if store == "redis":
+        url, prefix = (request.getfixturevalue(name) for name in ("redis_url", "redis_prefix"))
+        settings["redis_url"] = with_prefix(url, prefix)
+    async with make_client(**settings) as client:
+        job_id = await _submit(client, "power", {"items": [3, 5000]})
+        assert (await _finished(client, job_id))["status"] == "succeeded"
+        results = await client.get(f"/jobs/{job_id}/results")
+        assert results.status_code == 200
+        assert results.text == '{"status":"succeeded","results":[1000,1%s]}' % ("0" * 5000)
+        events = (await client.get(f"/jobs/{job_id}/events")).text.splitlines()
+        assert len(events) == 3 and events[1].startswith('{"type":"result","seq":1,"value":1000')
+        assert '"type":"end"' in events[2]
