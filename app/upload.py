@@ -92,6 +92,11 @@ class UploadResponse(Response):
     A streaming response watches `receive` for the client's disconnect, which would swallow
     body chunks. This wrapper owns `receive`: body chunks go to `channel` (the pipeline's source
     reads them), and the inner response sees only the disconnect.
+
+    The response starts once the first body message has arrived: a server answers a client's
+    `Expect: 100-continue` (what `curl -T -` sends) when the app first calls `receive`, and
+    only while no response has started. Starting first would leave curl holding its upload
+    back (a second, then the whole body at once).
     """
 
     def __init__(self, inner: Response, body: BodyChannel) -> None:
@@ -108,15 +113,21 @@ class UploadResponse(Response):
             await disconnected.wait()
             return {"type": "http.disconnect"}
 
+        received = anyio.Event()  # the first body message (or the disconnect) has arrived
         async with anyio.create_task_group() as tg:
-            tg.start_soon(self._pump, receive, disconnected)
-            await self.inner(scope, inner_receive, send)
+            tg.start_soon(self._pump, receive, disconnected, received)
+            await received.wait()
+            if not disconnected.is_set():
+                await self.inner(scope, inner_receive, send)
             tg.cancel_scope.cancel()
 
-    async def _pump(self, receive: Receive, disconnected: anyio.Event) -> None:
+    async def _pump(
+        self, receive: Receive, disconnected: anyio.Event, received: anyio.Event
+    ) -> None:
         with self.channel.sender as sender:
             while True:
                 message = await receive()
+                received.set()
                 if message["type"] == "http.disconnect":
                     disconnected.set()
                     return

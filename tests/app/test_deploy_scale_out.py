@@ -179,11 +179,19 @@ async def test_sse_through_nginx_is_live_and_resumes_on_any_replica(
 
 
 @pytest.mark.redis
-async def test_ndjson_upload_streams_through_nginx(nginx_in_front: tuple[str, list[str]]) -> None:
-    """Results come back through nginx while the upload is still going."""
+@pytest.mark.parametrize("expect", [False, True], ids=["plain", "expect-100-continue"])
+async def test_ndjson_upload_streams_through_nginx(
+    nginx_in_front: tuple[str, list[str]], expect: bool
+) -> None:
+    """Results come back through nginx while the upload is still going (`curl -T -` asks
+    `Expect: 100-continue` first: nginx answers it)."""
     url, _ = nginx_in_front
     headers = {"Content-Type": "application/x-ndjson", "Accept": "application/x-ndjson"}
+    if expect:
+        headers["Expect"] = "100-continue"
     async with DuplexUpload(url, "/pipelines/echo/stream", headers) as upload:
+        if expect:
+            assert await asyncio.wait_for(upload.read_interim(), 5) == "HTTP/1.1 100 Continue"
         await upload.send(b'{"n": 1}\n')
         await upload.read_head()
         assert upload.status == 200

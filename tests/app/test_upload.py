@@ -1,17 +1,23 @@
-"""app.upload: NDJSON lines to items, however the body is cut into chunks."""
+"""app.upload: NDJSON lines to items, however the body is cut into chunks; the upload response
+answers `Expect: 100-continue` (a real uvicorn process and a raw socket)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from starlette.responses import Response
+from starlette.types import Message
 
 from app.pipelines.schema import ItemType
-from app.upload import BadLine, ndjson_items
+from app.upload import BadLine, BodyChannel, UploadResponse, ndjson_items
+from tests.app.wire import DuplexUpload
 
 INT = ItemType(int, where="test")
 ANY = ItemType(Any, where="test")
@@ -73,3 +79,54 @@ async def test_items_come_before_the_body_ends() -> None:
     async for item in ndjson_items(body(), INT, max_items=10):
         received.append(item)
     assert received == [1, 2]
+
+
+async def test_the_response_starts_after_the_first_receive() -> None:
+    """A server sends `100 Continue` when the app first calls `receive`, and only while no
+    response has started: the upload's first `receive` comes before its response starts."""
+    log: list[str] = []
+    body = BodyChannel()
+
+    async def receive() -> Message:
+        log.append("receive")
+        if log.count("receive") == 1:
+            await asyncio.sleep(0.05)
+            return {"type": "http.request", "body": b"1\n", "more_body": False}
+        await asyncio.sleep(30)
+        return {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        log.append(message["type"])
+
+    class Inner(Response):
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            chunks = [chunk async for chunk in body.chunks()]
+            await send({"type": "http.response.body", "body": b"".join(chunks)})
+
+    await asyncio.wait_for(UploadResponse(Inner(), body)({}, receive, send), 5)
+    assert log[:2] == ["receive", "http.response.start"]
+
+
+async def test_expect_100_continue_then_results_while_uploading(server: str) -> None:
+    """`curl -N -T -` asks `Expect: 100-continue` and holds its body back until it gets the
+    `100 Continue` (or a second passes): the server answers at once, and each result comes
+    back before the next line is sent."""
+    headers = {"Content-Type": "application/x-ndjson", "Expect": "100-continue"}
+    path = "/pipelines/echo/stream"
+    async with DuplexUpload(server, path, headers) as upload:
+        started = time.monotonic()
+        interim = await asyncio.wait_for(upload.read_interim(), 5)
+        assert interim == "HTTP/1.1 100 Continue"
+        assert time.monotonic() - started < 0.9  # before curl would give up waiting
+        await upload.send(b"1\n")
+        await asyncio.wait_for(upload.read_head(), 10)
+        assert upload.status == 200
+        for n in (1, 2, 3):
+            if n > 1:
+                await upload.send(b"%d\n" % n)
+            event = json.loads(await asyncio.wait_for(upload.read_line(), 10))
+            assert event == {"type": "result", "seq": n - 1, "value": n, "sources": [n - 1]}
+        await upload.end()
+        end = json.loads(await asyncio.wait_for(upload.read_line(), 10))
+        assert end["type"] == "end" and end["stats"]["inputs"] == 3

@@ -144,6 +144,13 @@ class DuplexUpload:
         self._writer.write(b"0\r\n\r\n")
         await self._writer.drain()
 
+    async def read_interim(self) -> str:
+        """The status line of an interim (1xx) response, e.g. `HTTP/1.1 100 Continue`."""
+        raw = await self._reader.readuntil(b"\r\n\r\n")
+        status_line = raw.decode("latin-1").split("\r\n")[0]
+        assert status_line.split()[1].startswith("1"), f"not an interim response: {status_line}"
+        return status_line
+
     async def read_head(self) -> None:
         raw = await self._reader.readuntil(b"\r\n\r\n")
         status_line, *header_lines = raw.decode("latin-1").split("\r\n")
