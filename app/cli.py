@@ -1,18 +1,51 @@
-"""`conveyor serve`: run the service with uvicorn on CONVEYOR_HOST:CONVEYOR_PORT."""
+"""`conveyor serve`: run the service with uvicorn on CONVEYOR_HOST:CONVEYOR_PORT.
+
+Logging is configured before anything logs (the registry's warnings included). At SIGTERM or
+Ctrl+C the app hears of it at once (`app.main.begin_shutdown`): running jobs are cancelled
+and open streams end with their `end` event, before uvicorn waits for connections to close
+(`SHUTDOWN_TIMEOUT_S` at most, after which it cuts them).
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import socket
 import sys
+from collections.abc import Callable
+from types import FrameType
 from typing import Any
 
 import uvicorn
 from pydantic import ValidationError
 
 from app.core.config import Settings
+from app.core.logging import configure_logging
 from app.errors import RegistryError
 
-__all__ = ["main"]
+__all__ = ["Server", "main"]
+
+SHUTDOWN_TIMEOUT_S = 10  # uvicorn's graceful shutdown: then it cuts what is still open
+STARTUP_FAILURE = 3  # uvicorn's exit code when the server could not start (port in use, ...)
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server, which calls `on_exit` in its event loop as soon as it is told to stop."""
+
+    def __init__(self, config: uvicorn.Config, on_exit: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_exit = on_exit
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        if self._loop is not None and not self._loop.is_closed():  # a signal handler: not
+            self._loop.call_soon_threadsafe(self._on_exit)  # in the loop's own code
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,27 +60,27 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:
         print(f"conveyor: invalid settings:\n{exc}", file=sys.stderr)
         return 2
-    try:  # fail fast, and clearly, on a bad CONVEYOR_PIPELINES module
-        from app.pipelines import Registry
+    configure_logging(settings.log_level)
+    from app.main import begin_shutdown, create_app
 
-        Registry.load(
-            settings.pipelines,
-            builtin=settings.builtin_pipelines,
-            max_in_flight=settings.max_in_flight,
-        )
+    try:  # fail fast, and clearly, on a bad CONVEYOR_PIPELINES module
+        app = create_app(settings)
     except RegistryError as exc:
         print(f"conveyor: {exc}", file=sys.stderr)
         return 2
-    uvicorn.run(
-        "app.main:app",
+    config = uvicorn.Config(
+        app,
         host=args.host or settings.host,
         port=settings.port if args.port is None else args.port,
         log_level=settings.log_level,
         log_config=log_config(settings.log_level),
         access_log=False,  # the service logs each request itself, with its request id
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=SHUTDOWN_TIMEOUT_S,
     )
-    return 0
+    server = Server(config, on_exit=lambda: begin_shutdown(app))
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    return 0 if server.started else STARTUP_FAILURE
 
 
 def log_config(level: str) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,7 +23,7 @@ from app.metrics import Metrics
 from app.openapi import build_openapi
 from app.pipelines import Registry
 
-__all__ = ["app", "create_app"]
+__all__ = ["app", "begin_shutdown", "create_app"]
 
 log = logging.getLogger("conveyor.service")
 
@@ -41,10 +42,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     metrics = Metrics()
     store = create_store(settings)
+    stopping = asyncio.Event()  # see begin_shutdown
     runner = JobRunner(
-        store, metrics, max_running=settings.max_running_jobs, lease_s=settings.job_lease_s
+        store,
+        metrics,
+        max_running=settings.max_running_jobs,
+        lease_s=settings.job_lease_s,
+        stopping=stopping,
     )
-    services = Services(settings, registry, store, runner, metrics)
+    services = Services(settings, registry, store, runner, metrics, stopping)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -60,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            stopping.set()
             await runner.aclose()
             await store.close()
             log.info("service stopped")
@@ -88,6 +95,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
+def begin_shutdown(app: FastAPI) -> None:
+    """Tell `app` that the server is about to stop (call it in the app's event loop).
+
+    Jobs are cancelled (their followers get `end` with status `cancelled`), and streams and
+    invokes end with their run cancelled, before the server waits for connections to close.
+    Without it (another ASGI server), that happens only once the server has cut them.
+    """
+    services: Services = app.state.services
+    services.stopping.set()
+
+
 def _version() -> str:
     try:
         return version("conveyor-streaming-core")
@@ -95,4 +113,13 @@ def _version() -> str:
         return "0"
 
 
-app = create_app()
+app: FastAPI  # not assigned here: built on first use by `__getattr__`
+
+
+def __getattr__(name: str) -> Any:
+    """`app`, built on first use: `uvicorn app.main:app` builds it, `import app.main` does not."""
+    if name == "app":
+        global app
+        app = create_app()
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -23,7 +23,7 @@ from app.metrics import Metrics
 from app.pipelines import PipelineEntry
 from conveyor_core import Event, ItemErrorEvent, ResultEvent, RunErrorEvent, describe_error
 
-__all__ = ["Run", "RunKind", "collect"]
+__all__ = ["Collector", "Run", "RunKind", "collect"]
 
 log = logging.getLogger("conveyor.service.runs")
 
@@ -108,11 +108,12 @@ class Run:
                 await engine.aclose()
             self._finish()
 
-    def cancelled_end(self) -> dict[str, Any]:
-        """The `end` event of a run its consumer stopped, following the last event yielded."""
+    def cancelled_end(self, seq: int | None = None) -> dict[str, Any]:
+        """The `end` event of a run its consumer stopped: `seq`, else following the last event
+        yielded."""
         return {
             "type": "end",
-            "seq": self.last_seq + 1,
+            "seq": self.last_seq + 1 if seq is None else seq,
             "status": "cancelled",
             "stats": self._stats(),
         }
@@ -133,7 +134,7 @@ class Run:
             "results": self.results,
             "skipped": self.skipped,
             "dropped": 0,
-            "elapsed_s": round(time.perf_counter() - self._started, 6),
+            "elapsed_s": round(time.perf_counter() - self._started, 6) if self._started else 0.0,
         }
 
     def _counted(self) -> Iterator[Any] | AsyncIterator[Any]:
@@ -192,27 +193,43 @@ class Run:
         )
 
 
-async def collect(run: Run) -> dict[str, Any]:
-    """Run to the end; the body of `POST /pipelines/{name}/invoke`."""
-    results: list[Any] = []
-    item_errors: list[dict[str, Any]] = []
-    error: dict[str, Any] | None = None
-    end: dict[str, Any] = {}
+class Collector:
+    """The body of `POST /pipelines/{name}/invoke`, gathered event by event."""
+
+    def __init__(self) -> None:
+        self.results: list[Any] = []
+        self.item_errors: list[dict[str, Any]] = []
+        self.error: dict[str, Any] | None = None
+        self.end: dict[str, Any] | None = None
+
+    def add(self, event: dict[str, Any]) -> None:
+        fields = {key: value for key, value in event.items() if key != "type"}
+        kind = event["type"]
+        if kind == "result":
+            self.results.append(event["value"])
+        elif kind == "item_error":
+            self.item_errors.append(fields)
+        elif kind == "error":
+            self.error = fields
+        else:
+            self.end = fields
+
+    def body(self, end: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The body so far; `end` (a cancelled run's) when the run gave none."""
+        last = self.end or end or {}
+        return {
+            "status": last.get("status", "cancelled"),
+            "results": self.results,
+            "stats": last.get("stats"),
+            "item_errors": self.item_errors,
+            "error": self.error,
+        }
+
+
+async def collect(run: Run, into: Collector | None = None) -> dict[str, Any]:
+    """Run to the end; the body of `POST /pipelines/{name}/invoke` (gathered `into`)."""
+    collector = into or Collector()
     async with aclosing(run.events()) as events:
         async for event in events:
-            kind = event.pop("type")
-            if kind == "result":
-                results.append(event["value"])
-            elif kind == "item_error":
-                item_errors.append(event)
-            elif kind == "error":
-                error = event
-            else:
-                end = event
-    return {
-        "status": end["status"],
-        "results": results,
-        "stats": end["stats"],
-        "item_errors": item_errors,
-        "error": error,
-    }
+            collector.add(event)
+    return collector.body()

@@ -6,6 +6,12 @@ ping. Between the run and the socket wait at most `COALESCE` events (what is wai
 socket takes more goes out in one write), so a slow reader slows the run; a send that waits
 longer than `send_timeout` (a frozen client) ends the response. Ending the response, for any
 reason, closes the events iterator, which cancels the run and waits for its calls to stop.
+
+When the service begins to shut down (`Shutdown.begun`, set as soon as the server is told to
+stop), a stream does not wait for the server to cut it: a run's stream closes the run
+(cancelling it) and sends its `end` with status `cancelled`; a job follower lets the local jobs
+end first (it then gets their `end`, `cancelled`), and a follower of a job running on another
+replica ends without `end` (the job goes on; the client resumes elsewhere with Last-Event-ID).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import asyncio
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import anyio
@@ -25,7 +32,14 @@ from starlette.types import Receive, Scope, Send
 
 from app.encoding import NDJSON, ndjson_line, sse_message
 
-__all__ = ["NDJSONResponse", "SSEResponse", "closing", "event_response", "until_disconnect"]
+__all__ = [
+    "NDJSONResponse",
+    "SSEResponse",
+    "Shutdown",
+    "closing",
+    "event_response",
+    "until_disconnect",
+]
 
 log = logging.getLogger("conveyor.service.http")
 
@@ -33,30 +47,81 @@ Events = AsyncGenerator[dict[str, Any], None]
 T = TypeVar("T")
 
 COALESCE = 64  # events at most in one write, and waiting between the run and the socket
+SHUTDOWN_GRACE_S = 5.0  # at shutdown, how long sse-starlette lets a stream end by itself
+
+
+@dataclass(frozen=True, slots=True)
+class Shutdown:
+    """How a stream ends once the service begins to shut down."""
+
+    begun: asyncio.Event
+    """Set when the server has been told to stop (`conveyor serve`: at SIGTERM or Ctrl+C)."""
+    last: Callable[[int], dict[str, Any]] | None = None
+    """The event sent last, given its seq (a run's `end`, cancelled); None: nothing more."""
+    settle: Callable[[], Awaitable[None]] | None = None
+    """Awaited before the stream is closed (a follower: the local jobs write their `end`)."""
 
 
 async def _framed(
-    events: Events, frame: Callable[[dict[str, Any]], bytes]
+    events: Events,
+    frame: Callable[[dict[str, Any]], bytes],
+    shutdown: Shutdown | None = None,
 ) -> AsyncGenerator[bytes, None]:
     """The framed events; those already waiting when the socket takes more go out together.
 
     A producer task pulls the run into a queue of `COALESCE` events; each chunk sent joins
     what the queue holds at that moment. Memory stays bounded by the queue, and a slow reader
-    still stops the run once the queue is full.
+    still stops the run once the queue is full. At shutdown, a watcher cancels the producer
+    while it pulls events; the producer then closes them and queues `shutdown.last`.
     """
     queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(COALESCE)
+    pulling = True  # the producer is taking events (and may be cancelled for the shutdown)
+    stopped = False  # the shutdown cancelled the producer
+    consuming = True
 
     async def produce() -> None:
+        nonlocal pulling
+        tail: list[bytes | BaseException | None] = [None]  # queued after the events
+        seq, ended, pending = 0, False, None
         try:
             async with aclosing(events):
                 async for event in events:
-                    await queue.put(frame(event))
+                    seq, ended = event["seq"] + 1, event["type"] == "end"
+                    pending = frame(event)
+                    await queue.put(pending)
+                    pending = None
+        except asyncio.CancelledError:
+            if not stopped:
+                raise
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            last = None if ended or shutdown is None or shutdown.last is None else shutdown.last
+            tail = [
+                *([] if pending is None else [pending]),  # the event being queued
+                *([] if last is None else [frame(last(seq))]),
+                None,
+            ]
         except Exception as exc:  # handed to the consumer, raised there
-            await queue.put(exc)
-        else:
-            await queue.put(None)
+            tail = [exc]
+        finally:
+            pulling = False
+        for item in tail:
+            if not consuming:
+                return
+            await queue.put(item)
+
+    async def watch(shutdown: Shutdown) -> None:
+        nonlocal stopped
+        await shutdown.begun.wait()
+        if shutdown.settle is not None:
+            await shutdown.settle()
+        if pulling:
+            stopped = True
+            producer.cancel()
 
     producer = asyncio.create_task(produce())
+    watcher = None if shutdown is None else asyncio.create_task(watch(shutdown))
     try:
         done = False
         while not done:
@@ -70,9 +135,12 @@ async def _framed(
             if data:
                 yield data
     finally:
+        consuming = False
         producer.cancel()
+        if watcher is not None:
+            watcher.cancel()
         with anyio.CancelScope(shield=True):
-            await asyncio.wait({producer})
+            await asyncio.wait({producer} if watcher is None else {producer, watcher})
 
 
 class NDJSONResponse(Response):
@@ -81,10 +149,16 @@ class NDJSONResponse(Response):
     media_type = NDJSON
 
     def __init__(
-        self, events: Events, *, send_timeout: float, headers: dict[str, str] | None = None
+        self,
+        events: Events,
+        *,
+        send_timeout: float,
+        headers: dict[str, str] | None = None,
+        shutdown: Shutdown | None = None,
     ) -> None:
         self.events = events
         self.send_timeout = send_timeout
+        self.shutdown = shutdown
         self.status_code = 200
         self.background = None
         self.init_headers(
@@ -108,7 +182,7 @@ class NDJSONResponse(Response):
 
     async def _stream(self, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-        async with aclosing(_framed(self.events, ndjson_line)) as lines:
+        async with aclosing(_framed(self.events, ndjson_line, self.shutdown)) as lines:
             async for line in lines:
                 with anyio.fail_after(self.send_timeout):
                     await send({"type": "http.response.body", "body": line, "more_body": True})
@@ -116,7 +190,11 @@ class NDJSONResponse(Response):
 
 
 class SSEResponse(EventSourceResponse):
-    """`text/event-stream` through sse-starlette: `id` the seq, `event` the type, pings."""
+    """`text/event-stream` through sse-starlette: `id` the seq, `event` the type, pings.
+
+    sse-starlette notices uvicorn's shutdown too, and then cancels the stream, here only after
+    `SHUTDOWN_GRACE_S`, so that the stream ends the service's way first (with its `end`).
+    """
 
     def __init__(
         self,
@@ -125,13 +203,15 @@ class SSEResponse(EventSourceResponse):
         ping: float,
         send_timeout: float,
         headers: dict[str, str] | None = None,
+        shutdown: Shutdown | None = None,
     ) -> None:
         super().__init__(
-            _framed(events, sse_message),
+            _framed(events, sse_message, shutdown),
             ping=ping,
             send_timeout=send_timeout,
             sep="\n",
             headers=headers,
+            shutdown_grace_period=SHUTDOWN_GRACE_S,
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -148,11 +228,14 @@ def event_response(
     ping: float,
     send_timeout: float,
     headers: dict[str, str] | None = None,
+    shutdown: Shutdown | None = None,
 ) -> Response:
     """SSE or NDJSON for the same events."""
     if sse:
-        return SSEResponse(events, ping=ping, send_timeout=send_timeout, headers=headers)
-    return NDJSONResponse(events, send_timeout=send_timeout, headers=headers)
+        return SSEResponse(
+            events, ping=ping, send_timeout=send_timeout, headers=headers, shutdown=shutdown
+        )
+    return NDJSONResponse(events, send_timeout=send_timeout, headers=headers, shutdown=shutdown)
 
 
 async def closing(events: AsyncIterator[dict[str, Any]]) -> Events:
@@ -166,8 +249,11 @@ async def closing(events: AsyncIterator[dict[str, Any]]) -> Events:
             await aclose()
 
 
-async def until_disconnect(request: Request, work: Awaitable[T]) -> T | None:
-    """Await `work` unless the client disconnects first (then cancel it and return None).
+async def until_disconnect(
+    request: Request, work: Awaitable[T], *, stop: asyncio.Event | None = None
+) -> T | None:
+    """Await `work` unless the client disconnects first, or `stop` is set (the service shuts
+    down): then cancel it and return None.
 
     Only for requests whose body has been read: the watcher consumes `receive`.
     """
@@ -179,7 +265,13 @@ async def until_disconnect(request: Request, work: Awaitable[T]) -> T | None:
                 pass
             tg.cancel_scope.cancel()
 
+        async def watch_stop(stop: asyncio.Event) -> None:
+            await stop.wait()
+            tg.cancel_scope.cancel()
+
         tg.start_soon(watch)
+        if stop is not None:
+            tg.start_soon(watch_stop, stop)
         result = await work
         tg.cancel_scope.cancel()
     return result

@@ -3,8 +3,9 @@ the pipeline named in the path, the run request body and its items."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, Path, Query, Request
@@ -38,6 +39,8 @@ class Services:
     store: JobStore
     runner: JobRunner
     metrics: Metrics
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when the service begins to shut down: runs and streams end (see app.streaming)."""
 
 
 def get_services(request: Request) -> Services:

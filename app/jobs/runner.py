@@ -3,8 +3,10 @@
 A job's task races three things: the run (each event appended to the store as it comes), the
 store's cancellation signal (`DELETE /jobs/{id}`, from any replica), and the lease renewal. When
 cancellation wins, the run is cancelled and awaited, and the runner appends `end` with status
-`cancelled`, its seq following the last event stored. On shutdown (`aclose`) every job still
-running ends the same way.
+`cancelled`, its seq following the last event stored. When the service begins to shut down
+(`stopping` is set: `conveyor serve` sets it at SIGTERM, before the server drains its
+connections; `aclose` sets it too), every job still running ends the same way, so that its
+followers get their `end` and leave.
 """
 
 from __future__ import annotations
@@ -33,14 +35,20 @@ class JobRunner:
     """Starts jobs and owns their tasks until they end or the app stops."""
 
     def __init__(
-        self, store: JobStore, metrics: Metrics, *, max_running: int, lease_s: float
+        self,
+        store: JobStore,
+        metrics: Metrics,
+        *,
+        max_running: int,
+        lease_s: float,
+        stopping: asyncio.Event | None = None,
     ) -> None:
         self.store = store
         self.metrics = metrics
         self.max_running = max_running
         self.lease_s = lease_s
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._stopping = asyncio.Event()
+        self._stopping = stopping or asyncio.Event()
 
     @property
     def running(self) -> int:
@@ -60,6 +68,11 @@ class JobRunner:
         task.add_done_callback(lambda _: self._done(record.job_id))
         log.info("job started", extra={"job_id": record.job_id, "pipeline": entry.name})
         return record
+
+    async def idle(self) -> None:
+        """Return once no job runs here (each has written its end)."""
+        while self._tasks:
+            await asyncio.wait(list(self._tasks.values()))
 
     async def aclose(self, grace_s: float = 15.0) -> None:
         """Cancel every running job and wait (up to `grace_s`) for their `end` to be written."""

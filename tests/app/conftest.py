@@ -89,6 +89,15 @@ def wait_healthy(
 @contextlib.contextmanager
 def run_server(tmp_path: Path, *, command: list[str] | None = None, **env: str) -> Iterator[str]:
     """`conveyor serve` (or `command`) on a free loopback port; its base URL once healthy."""
+    with server_process(tmp_path, command=command, **env) as (url, _, _):
+        yield url
+
+
+@contextlib.contextmanager
+def server_process(
+    tmp_path: Path, *, command: list[str] | None = None, **env: str
+) -> Iterator[tuple[str, subprocess.Popen[bytes], Path]]:
+    """As `run_server`, with the process and its log file too."""
     port = free_port()
     environ = {
         **{k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")},
@@ -105,7 +114,7 @@ def run_server(tmp_path: Path, *, command: list[str] | None = None, **env: str) 
     url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(url, process, log)
-        yield url
+        yield url, process, log
     finally:
         process.terminate()
         try:

@@ -125,6 +125,40 @@ async def test_sigkill_of_the_owner_fails_the_job_with_worker_lost(
     assert info["status"] == "failed"
 
 
+async def test_sigterm_ends_followers_on_every_replica(
+    two: list[Replica], http: httpx.AsyncClient
+) -> None:
+    """SIGTERM of a replica following a job that runs elsewhere closes its stream without
+    `end` (the job goes on; the client resumes on another replica); SIGTERM of the job's
+    replica cancels the job, and its followers get `end` (cancelled). Both exit at once."""
+    a, b = two
+    job_id = await _submit(http, a.url, [0.05, 60])
+
+    async def follow(url: str) -> list[dict[str, Any]]:
+        return [event async for event in _ndjson(http, url, job_id)]
+
+    on_a, on_b = asyncio.create_task(follow(a.url)), asyncio.create_task(follow(b.url))
+    await asyncio.sleep(1.0)  # both have the first result and wait for the next
+    exits = []
+    for replica, follower in ((b, on_b), (a, on_a)):
+        stopped_at = time.monotonic()
+        replica.process.terminate()
+        events = await asyncio.wait_for(follower, 10)
+        await asyncio.to_thread(replica.process.wait, 10)
+        exits.append(time.monotonic() - stopped_at)
+        if replica is b:
+            assert [e["type"] for e in events] == ["result"]  # cut, without an end
+            assert (await http.get(f"{a.url}/jobs/{job_id}")).json()["status"] == "running"
+        else:
+            assert_run_shape(events)
+            assert [e["type"] for e in events] == ["result", "end"]
+            assert events[-1]["status"] == "cancelled"
+    print(
+        f"\nexits after SIGTERM: a follower's replica {exits[0]:.2f} s, the owner {exits[1]:.2f} s"
+    )
+    assert max(exits) < 5
+
+
 async def test_cancel_on_b_a_job_running_on_a(two: list[Replica], http: httpx.AsyncClient) -> None:
     a, b = two
     job_id = await _submit(http, a.url, [0.05, 60])

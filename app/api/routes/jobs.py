@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+from functools import partial
 from typing import Annotated, Any
 
+import anyio
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 
 from app.api.deps import ApiKey, ServicesDep
 from app.api.models import ErrorBody, JobCancel, JobInfo, JobResults
 from app.encoding import NDJSON, SSE, dumps, wants_sse
 from app.errors import JobNotFound
+from app.jobs.runner import JobRunner
 from app.jobs.store import JobRecord
-from app.streaming import closing, event_response
+from app.streaming import Shutdown, closing, event_response
 
 router = APIRouter(
     prefix="/jobs",
@@ -21,6 +25,18 @@ router = APIRouter(
 )
 
 JobId = Annotated[str, Path(description="the job_id returned by POST /pipelines/{name}/jobs")]
+
+JOBS_END_S = 3.0  # at shutdown, how long followers wait for the local jobs to write their end
+FOLLOWER_DRAIN_S = 0.5  # ... and then to read it
+
+
+async def _local_jobs_ended(runner: JobRunner) -> None:
+    """A follower's wait at shutdown: the jobs of this replica are cancelled and write their
+    `end` (their followers then end by themselves); a follower of a job running elsewhere is
+    closed after that, without `end` (it resumes on another replica)."""
+    with anyio.move_on_after(JOBS_END_S):
+        await runner.idle()
+    await asyncio.sleep(FOLLOWER_DRAIN_S)
 
 
 async def _record(services: ServicesDep, job_id: str) -> JobRecord:
@@ -71,6 +87,7 @@ async def job_events(
         sse=wants_sse(request.headers.get("accept")),
         ping=settings.sse_ping_s,
         send_timeout=settings.send_timeout_s,
+        shutdown=Shutdown(services.stopping, settle=partial(_local_jobs_ended, services.runner)),
     )
 
 

@@ -21,8 +21,8 @@ from app.api.models import ErrorBody, InvokeResponse, JobAccepted, PipelineInfo
 from app.encoding import NDJSON, SSE, dumps, wants_sse
 from app.errors import TooManyJobs
 from app.jobs.store import JobLimitReached
-from app.runs import Run, RunKind, collect
-from app.streaming import event_response, until_disconnect
+from app.runs import Collector, Run, RunKind, collect
+from app.streaming import Shutdown, event_response, until_disconnect
 from app.upload import BodyChannel, UploadResponse, ndjson_items
 
 router = APIRouter(prefix="/pipelines", tags=["pipelines"], dependencies=[ApiKey])
@@ -88,7 +88,10 @@ async def invoke(
         kind=RunKind.INVOKE,
         metrics=services.metrics,
     )
-    result = await until_disconnect(request, collect(run))
+    collector = Collector()
+    result = await until_disconnect(request, collect(run, collector), stop=services.stopping)
+    if result is None:  # the client left, or the service stops: the run was cancelled
+        result = collector.body(run.cancelled_end())
     return Response(dumps(result), media_type="application/json")
 
 
@@ -117,7 +120,8 @@ async def stream(
         run = Run(
             entry, source, mode=mode or "ordered", kind=RunKind.STREAM, metrics=services.metrics
         )
-        return UploadResponse(respond(run.events()), body)
+        shutdown = Shutdown(services.stopping, last=run.cancelled_end)
+        return UploadResponse(respond(run.events(), shutdown=shutdown), body)
     request_body = await get_run_request(request)
     items = validated_items(entry, request_body.items, settings)
     run = Run(
@@ -127,7 +131,7 @@ async def stream(
         kind=RunKind.STREAM,
         metrics=services.metrics,
     )
-    return respond(run.events())
+    return respond(run.events(), shutdown=Shutdown(services.stopping, last=run.cancelled_end))
 
 
 @router.post(
