@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from app.api.deps import Services
-from app.api.handlers import install_error_handlers
+from app.api.handlers import install_error_handlers, internal_error
 from app.api.routes import docs, health, jobs, pipelines, playground
 from app.api.routes import metrics as metrics_route
 from app.core.config import Settings
@@ -86,7 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if playground.STATIC_DIR.is_dir():
         app.mount("/static", StaticFiles(directory=playground.STATIC_DIR), name="static")
     install_error_handlers(app)
-    app.add_middleware(RequestContext, metrics=metrics)
+    app.add_middleware(RequestContext, metrics=metrics, internal_error=internal_error)
 
     def openapi() -> dict[str, Any]:
         return build_openapi(app, registry)

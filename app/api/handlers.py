@@ -1,4 +1,8 @@
-"""How errors become responses: `{"detail": ...}` bodies, never a bare 500 page."""
+"""How errors become responses: `{"detail": ...}` bodies, never a bare 500 page.
+
+A bug (any other exception) is answered by `RequestContext` (app.core.logging), inside the
+request's context, with `internal_error`: a 500 with the request id in body and header.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from app.core.logging import request_id
 from app.errors import ServiceError, TooManyJobs
 from app.jobs.store import JobLimitReached, StoreUnavailable
 
-__all__ = ["install_error_handlers"]
+__all__ = ["install_error_handlers", "internal_error"]
 
 log = logging.getLogger("conveyor.service.http")
 
@@ -55,6 +59,13 @@ async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
     return JSONResponse(body, exc.status_code, headers=exc.headers)
 
 
+def internal_error(rid: str | None) -> JSONResponse:
+    """The answer to a bug: a 500 with the request id (`RequestContext` sends it, and adds the
+    `X-Request-ID` header as to every response)."""
+    return JSONResponse({"detail": "internal error", "request_id": rid}, 500)
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    """Only what escapes `RequestContext` itself reaches this (it answers the rest)."""
     log.error("unexpected error", exc_info=exc)
-    return JSONResponse({"detail": "internal error", "request_id": request_id.get()}, 500)
+    return internal_error(request_id.get())

@@ -2,7 +2,10 @@
 
 `RequestContext` (pure ASGI middleware, so streaming responses pass through untouched) takes the
 request id from `X-Request-ID` or makes one, echoes it in the response, logs one `request` line
-when the response ends (streams included) and counts the request in the metrics.
+when the response ends (streams included) and counts the request in the metrics. An exception
+that reaches it before the response has started (a bug) is logged with the request id and
+answered there, inside the request's context: a 500 that carries the id (body and header), is
+counted and logged as 500.
 """
 
 from __future__ import annotations
@@ -12,9 +15,11 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.metrics import Metrics
@@ -69,9 +74,12 @@ def configure_logging(level: str) -> None:
 class RequestContext:
     """Request id, access log line and HTTP metrics around every request."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(
+        self, app: ASGIApp, metrics: Metrics, internal_error: Callable[[str], Response]
+    ) -> None:
         self.app = app
         self.metrics = metrics
+        self.internal_error = internal_error  # the 500 response, given the request id
         self.log = logging.getLogger("conveyor.service.http")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -92,6 +100,12 @@ class RequestContext:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            if status:  # the response has started: the server can only cut it
+                self.log.error("unexpected error while responding", exc_info=exc)
+                raise
+            self.log.error("unexpected error", exc_info=exc)
+            await self.internal_error(rid)(scope, receive, send_with_id)
         finally:
             self._record(scope, status, time.perf_counter() - started)
             request_id.reset(token)
