@@ -43,11 +43,31 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     job_lease_s: float = Field(default=5.0, gt=0)
 
-    @field_validator("pipelines", "api_keys", mode="before")
+    @field_validator("pipelines", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _keys(cls, value: object) -> object:
+        """Comma-separated keys; empty: no authentication. A value that names no key (`,`)
+        is refused rather than read as "no authentication"."""
+        if isinstance(value, str):
+            if not value.strip():
+                return []
+            value = value.split(",")
+        if isinstance(value, list | tuple) and value:
+            keys = [key.strip() if isinstance(key, str) else key for key in value]
+            keys = [key for key in keys if key != ""]
+            if not keys:
+                raise ValueError(
+                    "CONVEYOR_API_KEYS is set but holds no key: give comma-separated keys, "
+                    "or leave it empty (or unset) for no authentication"
+                )
+            return keys
         return value
 
     @field_validator("log_level", mode="before")

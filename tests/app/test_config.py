@@ -1,0 +1,44 @@
+"""app.core.config: settings that cannot be what was meant refuse to start."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from pydantic import ValidationError
+
+from app.core.config import Settings
+from tests.app.conftest import ROOT
+
+
+@pytest.mark.parametrize("value", [",", " , ", ",,", " ,\t, "])
+def test_api_keys_set_without_a_key_refuse_to_start(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("CONVEYOR_API_KEYS", value)
+    with pytest.raises(ValidationError, match="CONVEYOR_API_KEYS is set but holds no key"):
+        Settings()
+    with pytest.raises(ValidationError, match="holds no key"):
+        Settings(api_keys=[" ", ""])
+
+
+@pytest.mark.parametrize(("value", "keys"), [("", []), ("  ", []), (" a ,, b ", ["a", "b"])])
+def test_api_keys(monkeypatch: pytest.MonkeyPatch, value: str, keys: list[str]) -> None:
+    monkeypatch.setenv("CONVEYOR_API_KEYS", value)
+    assert Settings().api_keys == keys  # empty: no authentication
+
+
+def test_the_cli_refuses_api_keys_without_a_key() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "app.cli", "serve"],
+        env={"CONVEYOR_API_KEYS": " , ", "PATH": ""},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("conveyor: invalid settings:")
+    assert "CONVEYOR_API_KEYS is set but holds no key" in result.stderr
