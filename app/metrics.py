@@ -74,7 +74,8 @@ class Metrics:
         )
         self.run_errors = Counter(
             "conveyor_run_errors",
-            "Runs that failed, by the stage that failed them",
+            "Runs that failed, by the stage that failed them (empty: outside any stage, e.g. "
+            "a bad input line or an unencodable result)",
             ["pipeline", "stage"],
             registry=registry,
         )

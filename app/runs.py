@@ -153,7 +153,8 @@ class Run:
             yield item
 
     def _run_error(self, stage: str | None) -> None:
-        self._metrics.run_errors.labels(self.entry.name, str(stage)).inc()
+        # stage "": the run failed outside any stage (its input, or the service: see metrics)
+        self._metrics.run_errors.labels(self.entry.name, stage or "").inc()
 
     def _item_error(self, stage: str, action: str) -> None:
         if action != "handled":

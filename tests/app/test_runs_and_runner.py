@@ -84,6 +84,28 @@ async def test_a_result_without_json_form_fails_the_run() -> None:
         dumps(event)
 
 
+async def test_run_errors_outside_any_stage_have_an_empty_stage_label() -> None:
+    from tests.app.svc_pipelines import surrogate
+
+    async def broken_source() -> Any:
+        yield 1
+        raise ValueError("the source broke")
+
+    metrics = Metrics()
+    for entry, data in (
+        (_entry("quickstart"), broken_source()),  # the engine: a source error, stage None
+        (PipelineEntry.build("surrogate", surrogate), [2]),  # the service: UnencodableResult
+        (Registry.load(["tests.app.svc_pipelines"])["fragile"], [3]),  # a stage's error
+    ):
+        events = await _events(Run(entry, data, mode="ordered", kind=RunKind.JOB, metrics=metrics))
+        assert events[-2]["type"] == "error" and events[-1]["status"] == "failed"
+    text = metrics.render().decode()
+    for pipeline, stage in (("quickstart", ""), ("surrogate", ""), ("fragile", "fragile")):
+        sample = f'conveyor_run_errors_total{{pipeline="{pipeline}",stage="{stage}"}} 1.0'
+        assert sample in text, text
+    assert 'stage="None"' not in text
+
+
 async def test_collect() -> None:
     run = Run(_entry(), [0.2, 0.01], mode="as_completed", kind=RunKind.INVOKE, metrics=Metrics())
     body = await collect(run)
