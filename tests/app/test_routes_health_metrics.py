@@ -25,6 +25,25 @@ async def test_readyz(client: httpx.AsyncClient) -> None:
     assert response.json() == {"status": "ready", "store": "MemoryJobStore"}
 
 
+async def test_health_routes_answer_head(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Load balancers and uptime checks often probe with HEAD."""
+    from app.jobs.store import StoreUnavailable
+
+    for path in ("/healthz", "/readyz"):
+        response = await client.head(path)
+        assert response.status_code == 200, path
+        assert response.headers["content-type"] == "application/json"
+
+    async def down() -> None:
+        raise StoreUnavailable("connection refused")
+
+    store = client._transport.app.state.services.store  # type: ignore[attr-defined]
+    monkeypatch.setattr(store, "ping", down)
+    assert (await client.head("/readyz")).status_code == 503
+
+
 async def test_readyz_503_when_the_store_is_down(
     client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:

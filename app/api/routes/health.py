@@ -1,4 +1,4 @@
-"""Liveness and readiness: open to all, even with API keys set."""
+"""Liveness and readiness: open to all, even with API keys set; GET or HEAD."""
 
 from __future__ import annotations
 
@@ -15,12 +15,14 @@ PING_TIMEOUT_S = 2.0
 
 
 @router.get("/healthz")
+@router.head("/healthz", include_in_schema=False)  # what load balancers and probes often send
 async def healthz() -> dict[str, str]:
     """Liveness: the process answers."""
     return {"status": "ok"}
 
 
 @router.get("/readyz", responses={503: {"description": "the job store cannot be reached"}})
+@router.head("/readyz", include_in_schema=False)
 async def readyz(services: ServicesDep) -> JSONResponse:
     """Readiness: the job store answers."""
     store = type(services.store).__name__
