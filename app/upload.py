@@ -3,7 +3,8 @@
 The upload is a stream: an item enters the pipeline as soon as its line is complete, while the
 rest of the body is still coming. A line the service cannot take ends the run the way a source
 error does: an `error` event with `"stage": null` whose `error` names the line, then `end` with
-status `failed`. Items of earlier lines have been processed (their results may already be out).
+status `failed`. Results of earlier lines already sent stay sent; the work still in flight for
+earlier lines is cancelled with the run.
 
     BadLine: line 3: malformed JSON: expected value at line 1 column 1
     BadLine: line 4 (item 3): Input should be a valid integer

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 
@@ -252,6 +254,19 @@ async def test_ndjson_upload_bad_line_fails_the_run(
     assert events[-2]["type"] == "error" and events[-2]["stage"] is None
     assert events[-2]["error"].startswith(error)
     assert events[-1]["status"] == "failed"
+
+
+async def test_a_bad_line_cancels_the_work_of_earlier_lines(client: httpx.AsyncClient) -> None:
+    """Earlier items' results already sent stay sent; their work still in flight is cancelled."""
+    started = asyncio.get_running_loop().time()
+    response = await asyncio.wait_for(
+        client.post("/pipelines/sleepy/stream", content=b"60\n60\n{bad\n", headers=NDJSON), 10
+    )
+    events = ndjson_events(response.text)
+    assert_run_shape(events)
+    assert [e["type"] for e in events] == ["error", "end"]
+    assert events[-1]["stats"]["inputs"] == 2 and events[-1]["stats"]["results"] == 0
+    assert asyncio.get_running_loop().time() - started < 5  # not the items' 60 s
 
 
 async def test_empty_ndjson_upload(client: httpx.AsyncClient) -> None:
