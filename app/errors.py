@@ -5,6 +5,7 @@
     ├── PipelineNotFound                404: no pipeline of that name
     ├── JobNotFound                     404: no such job, or it expired
     ├── TooManyItems                    413: more items than CONVEYOR_MAX_ITEMS
+    ├── BodyTooLarge                    413: a JSON body over CONVEYOR_MAX_BODY_BYTES
     ├── InvalidInput                    422: malformed JSON, a bad field, items off the schema
     ├── TooManyJobs                     429: CONVEYOR_MAX_RUNNING_JOBS jobs run (Retry-After)
     └── Unavailable                     503: the job store cannot be reached
@@ -21,6 +22,7 @@ from typing import Any
 from conveyor_core import ConveyorError
 
 __all__ = [
+    "BodyTooLarge",
     "InvalidInput",
     "JobNotFound",
     "PipelineNotFound",
@@ -81,6 +83,12 @@ class JobNotFound(ServiceError):
 
 class TooManyItems(ServiceError):
     """The request carries more items than CONVEYOR_MAX_ITEMS."""
+
+    status_code = 413
+
+
+class BodyTooLarge(ServiceError):
+    """The JSON request body is larger than CONVEYOR_MAX_BODY_BYTES."""
 
     status_code = 413
 

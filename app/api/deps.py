@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from app.api.models import Mode, RunRequest
 from app.core.config import Settings
-from app.errors import InvalidInput, TooManyItems, Unauthorized
+from app.errors import BodyTooLarge, InvalidInput, TooManyItems, Unauthorized
 from app.jobs import JobRunner, JobStore
 from app.metrics import Metrics
 from app.pipelines import PipelineEntry, Registry
@@ -84,10 +84,34 @@ ModeQuery = Annotated[
 ]
 
 
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused (413) past `limit` bytes: at once when its Content-Length says
+    so, else as soon as that many bytes have arrived (nothing more is read)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> BodyTooLarge:
+    return BodyTooLarge(
+        f"the request body is larger than {limit} bytes (CONVEYOR_MAX_BODY_BYTES)", limit=limit
+    )
+
+
 async def get_run_request(request: Request) -> RunRequest:
     """The JSON body `{"items": [...], "mode": ...}`, whatever its Content-Type says."""
+    services = get_services(request)
+    body = await read_body(request, services.settings.max_body_bytes)
     try:
-        return RunRequest.model_validate_json(await request.body())
+        return RunRequest.model_validate_json(body)
     except ValidationError as exc:
         errors = exc.errors(include_url=False, include_input=False)
         if errors and errors[0]["type"] == "json_invalid":

@@ -27,6 +27,11 @@ class Settings(BaseSettings):
         default_factory=list, repr=False, description="bearer keys; none: no authentication"
     )
     max_items: int = Field(default=10_000, ge=1, description="items per request")
+    max_body_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1,
+        description="a JSON request body larger than this is refused (413) before it is read",
+    )
     max_running_jobs: int = Field(default=100, ge=1)
     max_in_flight: int | None = Field(
         default=None,

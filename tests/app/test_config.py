@@ -42,3 +42,12 @@ def test_the_cli_refuses_api_keys_without_a_key() -> None:
     assert result.returncode == 2
     assert result.stderr.startswith("conveyor: invalid settings:")
     assert "CONVEYOR_API_KEYS is set but holds no key" in result.stderr
+
+
+def test_max_body_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().max_body_bytes == 64 * 1024 * 1024
+    monkeypatch.setenv("CONVEYOR_MAX_BODY_BYTES", "1000")
+    assert Settings().max_body_bytes == 1000
+    monkeypatch.setenv("CONVEYOR_MAX_BODY_BYTES", "0")
+    with pytest.raises(ValidationError, match="max_body_bytes"):
+        Settings()

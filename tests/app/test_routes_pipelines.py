@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import json
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
 
-from tests.app.conftest import ClientFactory
+from app.main import create_app
+from tests.app.conftest import ClientFactory, make_settings
 from tests.app.wire import assert_run_shape, ndjson_events, sse_events
 
 BUILTIN = ["quickstart", "filtering", "multi_batch", "error_handling", "timeline", "rag"]
@@ -346,3 +351,71 @@ async def test_invoke_of_an_unencodable_result_answers_a_failed_run(
     body = response.json()
     assert body["status"] == "failed" and body["results"] == ["1"]
     assert body["error"]["stage"] is None and body["error"]["error"].startswith(UNENCODABLE)
+
+
+# Bodies far larger than any valid request are refused before they are read
+
+
+async def _asgi_post(
+    app: Any, path: str, headers: list[tuple[bytes, bytes]], chunks: Iterator[bytes]
+) -> tuple[int, dict[str, Any], int]:
+    """POST straight to the ASGI app: the status, the JSON body, and how many chunks it read."""
+    read = 0
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        nonlocal read
+        chunk = next(chunks, None)
+        await asyncio.sleep(0)
+        if chunk is None:
+            await asyncio.sleep(3600)
+        read += 1
+        return {"type": "http.request", "body": chunk, "more_body": True}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"test"), (b"content-type", b"application/json"), *headers],
+        "client": ("127.0.0.1", 1),
+        "server": ("test", 80),
+    }
+    await asyncio.wait_for(app(scope, receive, send), 10)
+    status = next(m["status"] for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return status, json.loads(body), read
+
+
+@pytest.mark.parametrize("route", ["invoke", "stream", "jobs"])
+async def test_a_declared_body_over_the_limit_is_413_unread(route: str) -> None:
+    app = create_app(make_settings(max_body_bytes=1000))
+    nothing: Iterator[bytes] = iter(())
+    headers = [(b"content-length", b"100000000")]
+    status, body, read = await _asgi_post(app, f"/pipelines/echo/{route}", headers, nothing)
+    assert status == 413 and read == 0
+    assert body["limit"] == 1000 and "CONVEYOR_MAX_BODY_BYTES" in body["detail"]
+
+
+async def test_a_chunked_body_is_read_no_further_than_the_limit() -> None:
+    app = create_app(make_settings(max_body_bytes=10_000))
+    endless = itertools.repeat(b"[" * 1024, 2000)  # 2 MB, then a body that never ends
+    status, body, read = await _asgi_post(app, "/pipelines/echo/invoke", [], endless)
+    assert status == 413 and body["limit"] == 10_000
+    assert read <= 11
+
+
+async def test_a_body_within_the_limit_is_read(make_client: ClientFactory) -> None:
+    async with make_client(max_body_bytes=100) as client:
+        assert (await client.post("/pipelines/echo/invoke", json={"items": [1]})).status_code == 200
+        too_big = {"items": ["x" * 200]}
+        response = await client.post("/pipelines/echo/invoke", json=too_big)
+        assert response.status_code == 413 and response.json()["limit"] == 100
