@@ -220,6 +220,8 @@ async def test_resume_positions_beyond_every_seq(
             ({"after": "18446744073709551614"}, {}),
             ({"after": str(10**30)}, {"Accept": "text/event-stream"}),
             ({}, {"Last-Event-ID": "99999999999999999999"}),
+            ({"after": "9" * 5000}, {}),  # past Python's int parsing limit
+            ({}, {"Last-Event-ID": "1" * 5000}),
         ):
             response = await client.get(url, params=query, headers=headers)
             assert response.status_code == 200 and response.text == ""

@@ -8,13 +8,14 @@ from typing import Annotated, Any
 
 import anyio
 from fastapi import APIRouter, Header, Path, Query, Request, Response
+from pydantic import BeforeValidator
 
 from app.api.deps import ApiKey, ServicesDep
 from app.api.models import ErrorBody, JobCancel, JobInfo, JobResults
 from app.encoding import NDJSON, SSE, dumps, wants_sse
 from app.errors import JobNotFound
 from app.jobs.runner import JobRunner
-from app.jobs.store import JobRecord
+from app.jobs.store import MAX_SEQ, JobRecord
 from app.streaming import Shutdown, closing, event_response
 
 router = APIRouter(
@@ -28,6 +29,14 @@ JobId = Annotated[str, Path(description="the job_id returned by POST /pipelines/
 
 JOBS_END_S = 3.0  # at shutdown, how long followers wait for the local jobs to write their end
 FOLLOWER_DRAIN_S = 0.5  # ... and then to read it
+
+
+def _position(value: object) -> object:
+    """A resume position of any length: digits past every seq mean "after the last event"
+    (the stores clamp positions to MAX_SEQ; Python will not even parse 4300 digits)."""
+    if isinstance(value, str) and len(value) > 20 and value.strip().isdigit():
+        return MAX_SEQ
+    return value
 
 
 async def _local_jobs_ended(runner: JobRunner) -> None:
@@ -71,10 +80,13 @@ async def job_events(
     request: Request,
     services: ServicesDep,
     after: Annotated[
-        int | None, Query(ge=-1, description="send only events with a greater seq")
+        int | None,
+        BeforeValidator(_position),
+        Query(ge=-1, description="send only events with a greater seq"),
     ] = None,
     last_event_id: Annotated[
         int | None,
+        BeforeValidator(_position),
         Header(alias="Last-Event-ID", ge=-1, description="as `after` (what EventSource sends)"),
     ] = None,
 ) -> Response:
