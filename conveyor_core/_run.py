@@ -577,7 +577,18 @@ class Run:
             stage.active += 1
         started = time.perf_counter()
         try:
-            return await self._call_once(segment, stage, index, value, sources, slot)
+            if stage.is_gen:
+                await self._fan_out_stream(segment, index, value, sources, slot)
+                return _TAKEN, sources
+            if stage.is_batch:
+                return await self._call_batch(stage, value, sources)
+            try:
+                result = stage.call(value)
+                if stage.is_coroutine or inspect.isawaitable(result):
+                    result = await result
+            except Exception as exc:
+                result = await stage.policy.recover(exc, stage.call, value, sources, self)
+            return result, sources
         except _FATAL as exc:
             self.fail(stage.name, exc)
             raise
@@ -588,28 +599,6 @@ class Run:
                 stage.active -= 1
                 if stage.parked:
                     self._dispatch(segment, stage.parked.popleft())
-
-    async def _call_once(
-        self,
-        segment: _Segment,
-        stage: _StageRun,
-        index: int,
-        value: Any,
-        sources: list[int],
-        slot: Slot | None,
-    ) -> tuple[Any, list[int]]:
-        if stage.is_gen:
-            await self._fan_out_stream(segment, index, value, sources, slot)
-            return _TAKEN, sources
-        if stage.is_batch:
-            return await self._call_batch(stage, value, sources)
-        try:
-            result = stage.call(value)
-            if stage.is_coroutine or inspect.isawaitable(result):
-                result = await result
-        except Exception as exc:
-            result = await stage.policy.recover(exc, stage.call, value, sources, self)
-        return result, sources
 
     async def _call_batch(
         self, stage: _StageRun, members: list[Member], sources: list[int]
