@@ -18,7 +18,8 @@ example: venv
 	$(PY) examples/quickstart.py
 
 test: venv
-	$(PY) -m pytest -q
+	scripts/test-services.sh
+	PATH="$$PATH:/usr/sbin" $(PY) -m pytest -q
 
 lint: venv
 	$(VENV)/bin/ruff check conveyor_core conveyor app tests benchmarks
