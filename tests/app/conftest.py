@@ -98,6 +98,18 @@ def server_process(
     tmp_path: Path, *, command: list[str] | None = None, **env: str
 ) -> Iterator[tuple[str, subprocess.Popen[bytes], Path]]:
     """As `run_server`, with the process and its log file too."""
+    url, process, log = start_server(tmp_path, command=command, **env)
+    try:
+        wait_healthy(url, process, log)
+        yield url, process, log
+    finally:
+        stop_server(process)
+
+
+def start_server(
+    tmp_path: Path, *, command: list[str] | None = None, **env: str
+) -> tuple[str, subprocess.Popen[bytes], Path]:
+    """Start `conveyor serve` (or `command`) on a free loopback port; don't wait for it."""
     port = free_port()
     environ = {
         **{k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")},
@@ -111,17 +123,18 @@ def server_process(
     command = command or [sys.executable, "-m", "app.cli", "serve"]
     with log.open("wb") as out:
         process = subprocess.Popen(command, cwd=ROOT, env=environ, stdout=out, stderr=out)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(url, process, log)
-        yield url, process, log
-    finally:
+    return f"http://127.0.0.1:{port}", process, log
+
+
+def stop_server(process: subprocess.Popen[bytes]) -> None:
+    """Terminate, and kill if it takes longer than 15 s."""
+    if process.poll() is None:
         process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    try:
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 @pytest.fixture(scope="session")

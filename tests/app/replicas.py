@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.app.conftest import FIXTURE_PIPELINES, ROOT, free_port, wait_healthy
+from tests.app.conftest import start_server, stop_server, wait_healthy
 
 __all__ = ["Replica", "replicas"]
 
@@ -28,21 +26,8 @@ def replicas(tmp_path: Path, n: int, **env: str) -> Iterator[list[Replica]]:
     started: list[Replica] = []
     try:
         for _ in range(n):
-            port = free_port()
-            environ = {
-                **{k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")},
-                "PYTHONPATH": str(ROOT),
-                "CONVEYOR_HOST": "127.0.0.1",
-                "CONVEYOR_PORT": str(port),
-                "CONVEYOR_PIPELINES": FIXTURE_PIPELINES,
-                "CONVEYOR_SSE_PING_S": "1",
-                **env,
-            }
-            log = tmp_path / f"replica-{port}.log"
-            with log.open("wb") as out:
-                command = [sys.executable, "-m", "app.cli", "serve"]
-                process = subprocess.Popen(command, cwd=ROOT, env=environ, stdout=out, stderr=out)
-            started.append(Replica(f"http://127.0.0.1:{port}", process, log))
+            url, process, log = start_server(tmp_path, **{"CONVEYOR_SSE_PING_S": "1", **env})
+            started.append(Replica(url, process, log))
         for replica in started:
             wait_healthy(replica.url, replica.process, replica.log)
         yield started
@@ -51,8 +36,4 @@ def replicas(tmp_path: Path, n: int, **env: str) -> Iterator[list[Replica]]:
             if replica.process.poll() is None:
                 replica.process.terminate()
         for replica in started:
-            try:
-                replica.process.wait(15)
-            except subprocess.TimeoutExpired:
-                replica.process.kill()
-                replica.process.wait()
+            stop_server(replica.process)
