@@ -225,6 +225,17 @@ async def test_ndjson_upload(client: httpx.AsyncClient) -> None:
     assert events[-1]["stats"]["inputs"] == 7
 
 
+async def test_ndjson_upload_with_put_as_curl_T_sends_it(client: httpx.AsyncClient) -> None:
+    response = await client.put(
+        "/pipelines/quickstart/stream", content=b"1\n2\n3\n", headers=NDJSON
+    )
+    events = ndjson_events(response.text)
+    assert_run_shape(events)
+    assert [e["value"] for e in events if e["type"] == "result"] == [22]
+    openapi = (await client.get("/openapi.json")).json()
+    assert set(openapi["paths"]["/pipelines/{name}/stream"]) == {"post"}
+
+
 async def test_ndjson_upload_sse_and_mode(client: httpx.AsyncClient) -> None:
     response = await client.post(
         "/pipelines/timeline/stream?mode=as_completed",

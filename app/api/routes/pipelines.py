@@ -134,6 +134,12 @@ async def stream(
     return respond(run.events(), shutdown=Shutdown(services.stopping, last=run.cancelled_end))
 
 
+# `curl -T -` uploads with PUT unless told `-X POST`: the same route answers it (not in OpenAPI)
+router.add_api_route(
+    "/{name}/stream", stream, methods=["PUT"], response_class=Response, include_in_schema=False
+)
+
+
 @router.post(
     "/{name}/jobs",
     status_code=202,
