@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 import os
 import re
 import socket
@@ -19,6 +21,7 @@ import pytest
 from fastapi import FastAPI
 
 from app.core.config import Settings
+from app.core.logging import JsonFormatter
 from app.main import create_app
 from tests.app.redis_server import redis_prefix, redis_url  # noqa: F401 - shared fixtures
 
@@ -156,3 +159,25 @@ def metric(text: str, name: str, **labels: str) -> float:
         if all(found.get(k) == v for k, v in labels.items()):
             return float(match.group(3))
     return 0.0
+
+
+class LogCapture(logging.Handler):
+    """The service's log records, as the JSON lines it writes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[dict[str, object]] = []
+        self.setFormatter(JsonFormatter())
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(json.loads(self.format(record)))
+
+
+@pytest.fixture
+def captured() -> Iterator[LogCapture]:
+    """Captures what the `conveyor` loggers write during a test."""
+    handler = LogCapture()
+    logger = logging.getLogger("conveyor")
+    logger.addHandler(handler)
+    yield handler
+    logger.removeHandler(handler)

@@ -2,36 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
-from app.core.logging import JsonFormatter
 from app.main import create_app
-from tests.app.conftest import make_settings, metric
-
-
-class _Capture(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.lines: list[dict[str, object]] = []
-        self.setFormatter(JsonFormatter())
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(json.loads(self.format(record)))
-
-
-@pytest.fixture
-def captured() -> Iterator[_Capture]:
-    handler = _Capture()
-    logger = logging.getLogger("conveyor")
-    logger.addHandler(handler)
-    yield handler
-    logger.removeHandler(handler)
+from tests.app.conftest import LogCapture, make_settings, metric
 
 
 @pytest.fixture
@@ -51,7 +29,7 @@ async def broken() -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
 
 
 async def test_a_500_carries_the_request_id(
-    broken: tuple[FastAPI, httpx.AsyncClient], captured: _Capture
+    broken: tuple[FastAPI, httpx.AsyncClient], captured: LogCapture
 ) -> None:
     _, client = broken
     response = await client.get("/boom", headers={"X-Request-ID": "req-500"})

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import logging
-from collections.abc import Iterator
-
 import httpx
 import pytest
 
 from app.api.routes import playground
-from app.core.logging import JsonFormatter
-from tests.app.conftest import metric
+from tests.app.conftest import LogCapture, metric
 
 
 async def test_healthz(client: httpx.AsyncClient) -> None:
@@ -116,27 +111,8 @@ async def test_request_id(client: httpx.AsyncClient) -> None:
     assert bad.headers["x-request-id"] != "no spaces allowed"
 
 
-class _Capture(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.lines: list[dict[str, object]] = []
-        self.setFormatter(JsonFormatter())
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(json.loads(self.format(record)))
-
-
-@pytest.fixture
-def captured() -> Iterator[_Capture]:
-    handler = _Capture()
-    logger = logging.getLogger("conveyor")
-    logger.addHandler(handler)
-    yield handler
-    logger.removeHandler(handler)
-
-
 async def test_structured_logs_carry_the_request_id(
-    client: httpx.AsyncClient, captured: _Capture
+    client: httpx.AsyncClient, captured: LogCapture
 ) -> None:
     await client.post(
         "/pipelines/quickstart/stream", json={"items": [1]}, headers={"X-Request-ID": "req-7"}
