@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -115,10 +114,10 @@ async def test_expect_100_continue_then_results_while_uploading(server: str) -> 
     headers = {"Content-Type": "application/x-ndjson", "Expect": "100-continue"}
     path = "/pipelines/echo/stream"
     async with DuplexUpload(server, path, headers) as upload:
-        started = time.monotonic()
+        # no body sent yet: a server that started its response before reading would answer
+        # `200 OK` here and never `100 Continue`, and curl would hold its body back a second
         interim = await asyncio.wait_for(upload.read_interim(), 5)
         assert interim == "HTTP/1.1 100 Continue"
-        assert time.monotonic() - started < 0.9  # before curl would give up waiting
         await upload.send(b"1\n")
         await asyncio.wait_for(upload.read_head(), 10)
         assert upload.status == 200
