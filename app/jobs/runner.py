@@ -21,6 +21,7 @@ from typing import Any
 
 from app.encoding import jsonable, printable
 from app.jobs.store import JobRecord, JobStore
+from app.jobs.tasks import check_cancelled, stop_tasks
 from app.metrics import Metrics
 from app.pipelines import PipelineEntry
 from app.runs import Run, RunKind
@@ -29,6 +30,8 @@ from conveyor_core import describe_error
 __all__ = ["JobRunner"]
 
 log = logging.getLogger("conveyor.service.jobs")
+
+STOP_S = 5.0  # how long a job waits for its helper tasks to stop before it writes its end
 
 
 class JobRunner:
@@ -80,9 +83,7 @@ class JobRunner:
         tasks = list(self._tasks.values())
         if tasks:
             _, late = await asyncio.wait(tasks, timeout=grace_s)
-            for task in late:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await stop_tasks(late, 2 * STOP_S, patience_s=STOP_S + 1.0)
 
     def _done(self, job_id: str) -> None:
         self._tasks.pop(job_id, None)
@@ -98,9 +99,7 @@ class JobRunner:
         try:
             await asyncio.wait({consume, cancel, stop}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (consume, *helpers):
-                task.cancel()
-            await asyncio.gather(consume, *helpers, return_exceptions=True)
+            await stop_tasks((consume, *helpers), STOP_S)
             if not written.ended:
                 failure = None
                 if consume.done() and not consume.cancelled():
@@ -153,6 +152,7 @@ class JobRunner:
             await asyncio.sleep(self.lease_s)
             with contextlib.suppress(Exception):
                 await self.store.renew_lease(job_id)
+            check_cancelled()  # a cancel that landed in the call may have been swallowed
 
 
 @dataclass(slots=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from contextlib import aclosing
 from typing import Any
 
@@ -212,3 +213,37 @@ async def test_builtin_examples_are_deterministic() -> None:
         set(a) >= {"summary", "rank", "sources"} - {"sources"}
         for a in [r.model_dump() for r in answers[0]["results"]]
     )
+
+
+class _Swallowing(MemoryJobStore):
+    """A store whose calls swallow a cancellation, as redis-py's can on Python 3.11 (CPython
+    gh-86296: `asyncio.wait_for` returns normally when the cancel lands during the send)."""
+
+    async def renew_lease(self, job_id: str) -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(3600)  # the lease task is always in here when the job stops
+
+    async def wait_cancel(self, job_id: str) -> None:
+        try:
+            await super().wait_cancel(job_id)
+        except asyncio.CancelledError:  # swallowed, then it waits on: only a second cancel ends it
+            await asyncio.Event().wait()
+
+
+async def test_a_job_ends_although_its_helpers_swallow_their_cancellation() -> None:
+    store = _Swallowing()
+    runner = JobRunner(store, Metrics(), max_running=5, lease_s=0.01)
+    cancelled = await runner.submit(_entry(), [30], "ordered")
+    stopped = await runner.submit(_entry(), [30], "ordered")
+    await asyncio.sleep(0.1)  # the lease tasks are in `renew_lease`
+    await store.request_cancel(cancelled.job_id)
+    await asyncio.wait_for(asyncio.wait([runner._tasks[cancelled.job_id]]), 20)
+    await asyncio.wait_for(runner.aclose(), 20)
+    for record in (cancelled, stopped):
+        events = [e async for e in store.events(record.job_id)]
+        assert events[-1]["type"] == "end" and events[-1]["status"] == "cancelled"
+    assert runner.running == 0
+    leftover = [
+        t for t in asyncio.all_tasks() if t.cancelling() and t is not asyncio.current_task()
+    ]
+    assert not leftover
