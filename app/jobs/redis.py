@@ -57,6 +57,7 @@ from app.jobs.store import (
     WireEvent,
     resume_after,
 )
+from app.jobs.tasks import check_cancelled, stop_tasks
 
 __all__ = ["WORKER_LOST", "RedisJobStore"]
 
@@ -68,6 +69,7 @@ BLOCK_MS = 2_000  # one blocking XREAD; then a follower checks the job still exi
 READ_COUNT = 512  # events per bulk read
 WAKE_COUNT = 64  # events per blocking read; when it is full, the rest is read in bulk
 CLOSE_GRACE_S = 5.0  # how long `close` lets queued events reach Redis
+STOP_S = 5.0  # how long `close` waits for its background tasks to stop
 SOCKET_TIMEOUT_S = 10.0  # must exceed BLOCK_MS
 CONNECT_TIMEOUT_S = 2.0
 MAX_CONNECTIONS = 1_000  # redis-py's default, 100, is low for jobs followed at once
@@ -167,6 +169,7 @@ class RedisJobStore(JobStore):
         while True:
             # catching up: a script call returns many events as one JSON array
             status, events, count = await self._retrying(backoff, self._read_bulk, job_id, last)
+            check_cancelled()
             for event in events:
                 yield event
                 if event["type"] == "end":
@@ -210,6 +213,7 @@ class RedisJobStore(JobStore):
             try:
                 with self._unavailable():
                     flag = await self._redis.hget(self._keys.job(job_id), "cancel_requested")
+                check_cancelled()
             except StoreUnavailable as exc:  # the listener checks again once Redis is back
                 log.warning("cannot check job %s for cancellation: %s", job_id, exc)
             else:
@@ -246,15 +250,14 @@ class RedisJobStore(JobStore):
             self._reaper = asyncio.create_task(self._reap_forever(), name="conveyor-reaper")
 
     async def close(self) -> None:
-        for tail in self._tails.values():
+        tails = list(self._tails.values())
+        for tail in tails:
             tail.close()
         writers = list(self._writers.values())
         await asyncio.gather(*(writer.close(CLOSE_GRACE_S) for writer in writers))
         tasks = [t for t in (self._listener, self._reaper) if t is not None]
         self._listener = self._reaper = None
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await stop_tasks([*tasks, *(tail.task for tail in tails)], STOP_S)
         await self._redis.aclose()
 
     # -- the reaper --------------------------------------------------------------------------
@@ -287,6 +290,7 @@ class RedisJobStore(JobStore):
                     healthy_since = loop.time()
                 if loop.time() - healthy_since >= LOST_AFTER * self.lease_s:
                     await self.reap()
+                check_cancelled()  # a cancel landing in a command may have been swallowed
             except StoreUnavailable as exc:
                 if healthy_since is not None:
                     log.warning("reaper: %s", exc)
@@ -309,11 +313,13 @@ class RedisJobStore(JobStore):
             try:
                 await pubsub.subscribe(self._keys.cancel)
                 await self._check_waiters()
+                check_cancelled()  # a cancel landing in a command may have been swallowed
                 if backoff > BACKOFF_FIRST_S:
                     log.info("cancel listener: subscribed again")
                 backoff = BACKOFF_FIRST_S
                 while True:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5)
+                    check_cancelled()
                     if message is not None and message["type"] == "message":
                         self._wake(message["data"].decode())
             except UNREACHABLE as exc:
@@ -324,6 +330,7 @@ class RedisJobStore(JobStore):
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
+            check_cancelled()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX_S)
 

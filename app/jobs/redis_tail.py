@@ -16,6 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from app.jobs.store import StoreUnavailable, WireEvent
+from app.jobs.tasks import check_cancelled
 
 __all__ = ["Tail"]
 
@@ -38,7 +39,7 @@ class Tail:
         self.error: Exception | None = None  # raised to the followers
         self.users = 0
         self._changed = asyncio.Event()
-        self._task = asyncio.create_task(self._run(), name=f"tail after {after}")
+        self.task = asyncio.create_task(self._run(), name=f"tail after {after}")
 
     @property
     def head(self) -> int:
@@ -57,12 +58,13 @@ class Tail:
             await self._changed.wait()
 
     def close(self) -> None:
-        self._task.cancel()
+        self.task.cancel()
 
     async def _run(self) -> None:
         try:
             while not self.finished:
                 events = await self._read(self.head)
+                check_cancelled()  # a cancel landing in a command may have been swallowed
                 if events:
                     self.events += events
                     self.finished = events[-1]["type"] == "end"
@@ -73,6 +75,7 @@ class Tail:
                 else:  # a block went by: has the job ended (its end read by the followers
                     # from Redis) or expired?
                     self.finished = await self._status() != "running"
+                    check_cancelled()
                 self._notify()
         except Exception as exc:  # StoreUnavailable: Redis stayed away; else a bug: say it
             if not isinstance(exc, StoreUnavailable):

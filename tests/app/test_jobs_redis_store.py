@@ -7,6 +7,7 @@ Timing assertions use generous bounds: the machine running the tests is shared a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
@@ -481,3 +482,38 @@ def test_url_options() -> None:
     assert _without_password("redis://u:pw@h:1/0") == "redis://u:***@h:1/0"
     assert _without_password("redis://:pw@h:1/0") == "redis://:***@h:1/0"
     assert _without_password("redis://h:1/0") == "redis://h:1/0"
+
+
+async def _swallowing(*_: Any) -> Any:
+    """A Redis call whose cancellation is swallowed, as redis-py's can be on Python 3.11 (CPython
+    gh-86296: `asyncio.wait_for` returns normally when the cancel lands during the send)."""
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.sleep(3600)
+    return []
+
+
+async def test_close_stops_background_tasks_that_swallow_their_cancellation(
+    redis_url: str, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = RedisJobStore(redis_url, prefix=redis_prefix, lease_s=0.05)
+    try:
+        await store.create(_record(), max_running=10)
+        await store.append("j1", _result(0))
+        monkeypatch.setattr(store, "_check_waiters", _swallowing)  # the listener
+        monkeypatch.setattr(store, "reap", _swallowing)  # the reaper
+        monkeypatch.setattr(store, "_read_live", _swallowing)  # the tail
+        await store.start()
+        follower = asyncio.create_task(_collect(store.events("j1")))
+        await asyncio.sleep(0.2)  # each background task is in its swallowing call
+        assert {"conveyor-cancel-listener", "conveyor-reaper"} <= {
+            t.get_name() for t in asyncio.all_tasks()
+        }
+        tasks = [store._listener, store._reaper, *(t.task for t in store._tails.values())]
+        assert len(tasks) == 3
+        await asyncio.wait_for(store.close(), 20)
+        assert all(task is not None and task.done() for task in tasks)
+        follower.cancel()
+        await asyncio.gather(follower, return_exceptions=True)
+    finally:
+        monkeypatch.undo()
+        await store.close()
