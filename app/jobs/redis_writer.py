@@ -143,11 +143,16 @@ class EventWriter:
 
     async def _stop(self) -> None:
         """Stop the flusher after its current write (the queue stays)."""
-        if self._flusher is not None:
+        flusher = self._flusher
+        if flusher is not None:
             self._abort.set()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.shield(self._flusher)
-            self._abort.clear()
+            try:
+                await asyncio.shield(flusher)
+            except asyncio.CancelledError:
+                if not flusher.cancelled():
+                    raise  # the caller's own cancellation: not ours to swallow
+            finally:
+                self._abort.clear()
 
     async def _flush(self) -> None:
         try:
