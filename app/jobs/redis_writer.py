@@ -8,9 +8,12 @@ order, all that has gathered during the previous write in one script call.
 Outages: the flusher retries a batch with backoff, the same batch with the same token, so a batch
 whose reply was lost is not written twice. An append that waits gives up after `retry_s` and
 raises `StoreUnavailable`; its own event is then taken back (never written), while the events
-queued before it stay queued, in order. An append cancelled while it waits keeps its event: it
-will be written. A final error (the job ended or vanished) drops the queue; the store then
-forgets the writer, and the next append learns the error from Redis.
+queued before it stay queued, in order; but an event that was part of a batch sent to Redis is
+never taken back (its reply may be what was lost): it stays queued, the flusher goes on with it
+in the background, and the error says `kept`.
+An append cancelled while it waits keeps its event: it will be written. A final error (the job
+ended or vanished) drops the queue; the store then forgets the writer, and the next append
+learns the error from Redis.
 """
 
 from __future__ import annotations
@@ -80,6 +83,7 @@ class EventWriter:
         self._what = what
         self.next_seq: int | None = None  # None until Redis has accepted a first event
         self.written_seq = -1
+        self.sent_seq = -1  # the last seq sent to Redis (maybe written although unanswered)
         self.error: BaseException | None = None
         self._pending: deque[Pending] = deque()
         self._pending_bytes = 0
@@ -96,8 +100,7 @@ class EventWriter:
         self._pending.append(item)
         self._pending_bytes += len(item.data)
         self.next_seq = item.seq + 1
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush(), name=f"flush {self._what}")
+        self._start()
         full = len(self._pending) > MAX_PENDING or self._pending_bytes > MAX_PENDING_BYTES
         if first or full or item.end is not None:
             await self._until_written(item, first)
@@ -126,8 +129,12 @@ class EventWriter:
                     return
                 if self.error is not None:
                     raise self.error
+                message = f"{self._what}: Redis did not answer for {self._retry_s}s"
+                if item.seq <= self.sent_seq:  # Redis may have it: it keeps its seq, and the
+                    self._start()  # queue goes on in the background until written or final
+                    raise StoreUnavailable(message, kept=True)
                 self._take_back(item, first)
-                raise StoreUnavailable(f"{self._what}: Redis did not answer for {self._retry_s}s")
+                raise StoreUnavailable(message)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(remaining):
                     await self._changed.wait()
@@ -137,6 +144,10 @@ class EventWriter:
         self._pending.pop()
         self._pending_bytes -= len(item.data)
         self.next_seq = None if first else item.seq
+
+    def _start(self) -> None:
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name=f"flush {self._what}")
 
     def _stopped(self) -> bool:
         return self._flusher is None or self._flusher.done()
@@ -172,6 +183,7 @@ class EventWriter:
         token, delay, failing = self._token(), BACKOFF_FIRST_S, False
         while True:
             try:
+                self.sent_seq = max(self.sent_seq, batch[-1].seq)
                 await self._write(batch, token)
                 break
             except Behind as behind:  # a lost reply: those events are there already

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.encoding import jsonable, printable
-from app.jobs.store import JobRecord, JobStore
+from app.jobs.store import JobRecord, JobStore, StoreUnavailable
 from app.jobs.tasks import check_cancelled, stop_tasks
 from app.metrics import Metrics
 from app.pipelines import PipelineEntry
@@ -100,10 +100,10 @@ class JobRunner:
             await asyncio.wait({consume, cancel, stop}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             await stop_tasks((consume, *helpers), STOP_S)
-            if not written.ended:
-                failure = None
-                if consume.done() and not consume.cancelled():
-                    failure = consume.exception()
+            failure = None
+            if consume.done() and not consume.cancelled():
+                failure = consume.exception()
+            if not written.ended:  # (an `end` kept by a failed append is on its way)
                 await self._append_end(job_id, run, written, failure)
 
     async def _consume(self, job_id: str, run: Run, written: _Written) -> None:
@@ -114,6 +114,11 @@ class JobRunner:
                 except asyncio.CancelledError:  # a store finishes an append it has begun
                     written.next_seq = event["seq"] + 1
                     written.ended = event["type"] == "end"
+                    raise
+                except StoreUnavailable as exc:
+                    if exc.kept:  # not taken back: it may be stored, the next seq follows it
+                        written.next_seq = event["seq"] + 1
+                        written.ended = event["type"] == "end"
                     raise
                 written.next_seq = event["seq"] + 1
                 written.ended = event["type"] == "end"

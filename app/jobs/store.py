@@ -25,6 +25,7 @@ The contract every implementation keeps (tests/app/test_jobs_store_contract.py c
 - `request_cancel` marks the record (`cancel_requested`) and wakes `wait_cancel` for that job in
   the replica that runs it, wherever `request_cancel` was called. The runner then stops the run and
   appends `end` with status `cancelled`. For a finished job it changes nothing.
+- `append` raising `StoreUnavailable` took its event back unless the error says `kept`.
 - `renew_lease` is called by the replica running a job every `CONVEYOR_JOB_LEASE_S` seconds. A
   shared store uses it to tell a live job from one whose replica died: a job whose lease is three
   periods old gets, written once by one replica, an `error` event whose `error` starts with
@@ -146,7 +147,16 @@ class JobLimitReached(JobStoreError):
 
 
 class StoreUnavailable(JobStoreError):
-    """The store cannot be reached (the service answers 503)."""
+    """The store cannot be reached (the service answers 503).
+
+    Raised by `append`, `kept` tells what became of the event: False, it was taken back (never
+    stored: the next append has its seq); True, it stays on its way because it may already be
+    stored (a write whose reply was lost), so it keeps its seq and the next append follows it.
+    """
+
+    def __init__(self, message: str = "", *, kept: bool = False) -> None:
+        super().__init__(message)
+        self.kept = kept
 
 
 class JobStore(ABC):

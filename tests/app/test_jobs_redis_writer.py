@@ -7,7 +7,8 @@ import itertools
 
 import pytest
 
-from app.jobs.redis_writer import EventWriter, Pending
+from app.jobs.redis_writer import Behind, EventWriter, Pending
+from app.jobs.store import StoreUnavailable
 
 
 class _Stalled:
@@ -49,3 +50,34 @@ async def test_a_cancel_while_the_writer_stops_is_not_swallowed() -> None:
     write.release.set()  # the write in flight ends: the event cancelled is kept and written
     await writer.drain(5)
     assert write.written == [0] and writer.written_seq == 0
+
+
+class _LostReply:
+    """A `write` to a fake Redis log: the first batch is stored but its reply lost, then Redis
+    stays unreachable until released; a batch starting before the log's end is `Behind`."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.log: list[int] = []
+
+    async def __call__(self, batch: list[Pending], token: str) -> None:
+        if not self.log:
+            self.log += [p.seq for p in batch]
+            raise ConnectionError("reply lost")
+        if not self.release.is_set():
+            raise ConnectionError("refused")
+        if batch[0].seq < len(self.log):
+            raise Behind(len(self.log))
+        assert batch[0].seq == len(self.log)
+        self.log += [p.seq for p in batch]
+
+
+async def test_an_event_sent_before_giving_up_is_not_taken_back() -> None:
+    write = _LostReply()
+    writer = _writer(write)
+    with pytest.raises(StoreUnavailable) as given_up:
+        await writer.append(Pending(0, b"{}"))  # stored, but no answer within retry_s
+    assert given_up.value.kept and writer.next_seq == 1  # its seq is not reused
+    write.release.set()
+    await writer.append(Pending(1, b"{}", end=("failed", b"null", 0.0)))
+    assert write.log == [0, 1] and writer.written_seq == 1

@@ -12,7 +12,7 @@ import pytest
 from app.encoding import dumps, jsonable
 from app.jobs.memory import MemoryJobStore
 from app.jobs.runner import JobRunner
-from app.jobs.store import JobRecord
+from app.jobs.store import JobRecord, StoreUnavailable
 from app.metrics import Metrics
 from app.pipelines import PipelineEntry, Registry
 from app.runs import Run, RunKind, collect
@@ -247,3 +247,23 @@ async def test_a_job_ends_although_its_helpers_swallow_their_cancellation() -> N
         t for t in asyncio.all_tasks() if t.cancelling() and t is not asyncio.current_task()
     ]
     assert not leftover
+
+
+async def test_an_event_kept_by_a_failed_append_keeps_its_seq() -> None:
+    class LostReply(MemoryJobStore):  # seq 1 is stored, but the store says it gave up
+        async def append(self, job_id: str, event: dict[str, Any]) -> None:
+            await super().append(job_id, event)
+            if event["seq"] == 1:
+                raise StoreUnavailable("reply lost", kept=True)
+
+    store = LostReply()
+    runner = JobRunner(store, Metrics(), max_running=5, lease_s=5)
+    record = await runner.submit(_entry(), [0.01, 0.02, 0.03], "ordered")
+    events = [e async for e in store.events(record.job_id)]
+    assert [(e["seq"], e["type"]) for e in events] == [
+        (0, "result"),
+        (1, "result"),
+        (2, "error"),
+        (3, "end"),
+    ]
+    assert events[-1]["status"] == "failed"
