@@ -235,6 +235,11 @@ class RedisJobStore(JobStore):
         with self._unavailable():
             await self._redis.ping()
 
+    def abandon(self, job_id: str) -> None:
+        writer = self._writers.pop(job_id, None)
+        if writer is not None:
+            writer.abandon()
+
     async def renew_lease(self, job_id: str) -> None:
         with self._unavailable():
             state = await self._renew([self._keys.job(job_id), self._keys.running], [job_id])

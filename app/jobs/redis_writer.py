@@ -13,7 +13,7 @@ never taken back (its reply may be what was lost): it stays queued, the flusher 
 in the background, and the error says `kept`.
 An append cancelled while it waits keeps its event: it will be written. A final error (the job
 ended or vanished) drops the queue; the store then forgets the writer, and the next append
-learns the error from Redis.
+learns the error from Redis. `abandon` drops the queue for good (the runner gave up on the job).
 """
 
 from __future__ import annotations
@@ -144,6 +144,14 @@ class EventWriter:
         self._pending.pop()
         self._pending_bytes -= len(item.data)
         self.next_seq = None if first else item.seq
+
+    def abandon(self) -> None:
+        """Drop the queue and stop the flusher after its current write; appends then fail."""
+        self.error = StoreUnavailable(f"{self._what}: abandoned")
+        self._pending.clear()
+        self._pending_bytes = 0
+        self._abort.set()
+        self._notify()
 
     def _start(self) -> None:
         if self._flusher is None or self._flusher.done():

@@ -149,6 +149,7 @@ class JobRunner:
                 await self.store.append(job_id, event)
         except Exception:
             log.exception("job %s: cannot write its end", job_id)
+            self.store.abandon(job_id)  # a shared store's reaper will end it
         else:
             log.info("job ended", extra={"job_id": job_id, "status": end["status"]})
 

@@ -25,7 +25,8 @@ The contract every implementation keeps (tests/app/test_jobs_store_contract.py c
 - `request_cancel` marks the record (`cancel_requested`) and wakes `wait_cancel` for that job in
   the replica that runs it, wherever `request_cancel` was called. The runner then stops the run and
   appends `end` with status `cancelled`. For a finished job it changes nothing.
-- `append` raising `StoreUnavailable` took its event back unless the error says `kept`.
+- `append` raising `StoreUnavailable` took its event back unless the error says `kept`. When
+  the runner gives up on a job's events it calls `abandon`.
 - `renew_lease` is called by the replica running a job every `CONVEYOR_JOB_LEASE_S` seconds. A
   shared store uses it to tell a live job from one whose replica died: a job whose lease is three
   periods old gets, written once by one replica, an `error` event whose `error` starts with
@@ -198,6 +199,10 @@ class JobStore(ABC):
     @abstractmethod
     async def ping(self) -> None:
         """Raise `StoreUnavailable` when the store cannot be reached."""
+
+    def abandon(self, job_id: str) -> None:  # noqa: B027 - optional hook
+        """The runner gave up writing the job's events: drop what is still on its way (a shared
+        store's reaper ends the job); default: nothing."""
 
     async def renew_lease(self, job_id: str) -> None:  # noqa: B027 - optional hook
         """Called every `CONVEYOR_JOB_LEASE_S` by the replica running the job; default: nothing."""

@@ -520,3 +520,23 @@ async def test_close_stops_background_tasks_that_swallow_their_cancellation(
     finally:
         monkeypatch.undo()
         await store.close()
+
+
+async def test_an_abandoned_job_leaves_no_writer_behind() -> None:
+    server = RedisServer().start()
+    store = RedisJobStore(server.url, retry_s=0.3)
+    try:
+        await store.create(_record(), max_running=10)
+        await store.append("j1", _result(0))
+        server.stop()
+        await store.append("j1", _result(1))
+        with pytest.raises(StoreUnavailable):
+            await store.append("j1", _end(2))  # the runner gives up on the job
+        writer = store._writers["j1"]
+        store.abandon("j1")
+        assert "j1" not in store._writers and not writer._pending
+        assert writer._flusher is not None
+        await asyncio.wait_for(asyncio.shield(writer._flusher), 10)  # stopped, not retrying
+    finally:
+        await store.close()
+        server.close()

@@ -81,3 +81,20 @@ async def test_an_event_sent_before_giving_up_is_not_taken_back() -> None:
     write.release.set()
     await writer.append(Pending(1, b"{}", end=("failed", b"null", 0.0)))
     assert write.log == [0, 1] and writer.written_seq == 1
+
+
+async def test_an_abandoned_writer_drops_its_queue_and_stops() -> None:
+    write = _Stalled()
+    writer = _writer(write, retry_s=30)
+    first = asyncio.create_task(writer.append(Pending(0, b"{}")))
+    await asyncio.sleep(0.05)  # its write is in flight
+    writer.abandon()
+    write.release.set()
+    await writer.drain(5)
+    first.cancel()
+    await asyncio.gather(first, return_exceptions=True)
+    assert writer._flusher is not None
+    await asyncio.wait_for(asyncio.shield(writer._flusher), 5)
+    assert not writer._pending and writer._pending_bytes == 0
+    with pytest.raises(StoreUnavailable):
+        await writer.append(Pending(1, b"{}"))

@@ -267,3 +267,20 @@ async def test_an_event_kept_by_a_failed_append_keeps_its_seq() -> None:
         (3, "end"),
     ]
     assert events[-1]["status"] == "failed"
+
+
+async def test_a_job_whose_end_cannot_be_written_is_abandoned() -> None:
+    abandoned: list[str] = []
+
+    class Down(MemoryJobStore):
+        async def append(self, job_id: str, event: dict[str, Any]) -> None:
+            raise StoreUnavailable("down")
+
+        def abandon(self, job_id: str) -> None:
+            abandoned.append(job_id)
+
+    store = Down()
+    runner = JobRunner(store, Metrics(), max_running=5, lease_s=5)
+    record = await runner.submit(_entry(), [0.01], "ordered")
+    await asyncio.wait_for(runner.idle(), 10)
+    assert abandoned == [record.job_id]
