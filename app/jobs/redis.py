@@ -391,7 +391,7 @@ class RedisJobStore(JobStore):
         if tail is None or tail.finished:
             backoff = _Backoff(self.retry_s, f"follow job {job_id}")
 
-            async def read(last: int) -> list[WireEvent]:
+            async def read(last: int) -> tuple[list[WireEvent], int]:
                 return await self._retrying(backoff, self._read_live, job_id, last)
 
             async def status() -> str | None:
@@ -408,14 +408,21 @@ class RedisJobStore(JobStore):
             if self._tails.get(job_id) is tail:
                 del self._tails[job_id]
 
-    async def _read_live(self, job_id: str, last: int) -> list[WireEvent]:
-        """The events after seq `last`, waiting up to BLOCK_MS for the first one."""
+    async def _read_live(self, job_id: str, last: int) -> tuple[list[WireEvent], int]:
+        """The events after seq `last`, waiting up to BLOCK_MS for the first one; and the size of
+        their JSON."""
         streams: dict[Any, Any] = {self._keys.events(job_id): entry_id(last)}
         reply: Any = await self._redis.xread(streams, count=WAKE_COUNT, block=BLOCK_MS)
-        events = [_loads(fields[EVENT_FIELD]) for _, fields in reply[0][1]] if reply else []
+        blobs = [fields[EVENT_FIELD] for _, fields in reply[0][1]] if reply else []
+        events = [_loads(blob) for blob in blobs]
+        size = sum(len(blob) for blob in blobs)
         if len(events) == WAKE_COUNT:  # more are waiting: read them in bulk
-            events += (await self._read_bulk(job_id, events[-1]["seq"]))[1]
-        return events
+            keys = [self._keys.job(job_id), self._keys.events(job_id)]
+            _, n, blob, _ = await self._fetch(keys, [entry_id(events[-1]["seq"] + 1), READ_COUNT])
+            if n:
+                events += _loads(blob)
+                size += len(blob)
+        return events, size
 
     async def _status(self, job_id: str) -> str | None:
         status = cast(bytes | None, await self._redis.hget(self._keys.job(job_id), "status"))

@@ -316,10 +316,13 @@ async def test_integers_of_any_length_read_back(replicas: Replicas) -> None:
         assert await other.results("j1") == [huge, -huge]
 
 
+@pytest.mark.parametrize("bound", ["KEEP", "KEEP_BYTES"])
 async def test_a_slow_follower_reads_again_from_redis(
-    replicas: Replicas, monkeypatch: pytest.MonkeyPatch
+    replicas: Replicas, monkeypatch: pytest.MonkeyPatch, bound: str
 ) -> None:
-    monkeypatch.setattr("app.jobs.redis_tail.KEEP", 4)  # memory holds very few events
+    # memory holds very few events, by count or by size
+    monkeypatch.setattr(f"app.jobs.redis_tail.{bound}", 4 if bound == "KEEP" else 400)
+    held: list[int] = []
 
     async def slow(events: AsyncIterator[dict[str, Any]]) -> list[dict[str, Any]]:
         out = []
@@ -338,9 +341,12 @@ async def test_a_slow_follower_reads_again_from_redis(
             await owner.append("j1", _result(seq))
             if seq % 50 == 0:
                 await asyncio.sleep(0.02)
+                held += [t._bytes for t in other._tails.values()]
         await owner.append("j1", _end(300))
         for events in await asyncio.wait_for(asyncio.gather(fast, slower), 30):
             assert [e["seq"] for e in events] == list(range(301))
+    if bound == "KEEP_BYTES":  # about 60 bytes an event: never the 300 events' ~18 kB
+        assert held and max(held) < 5_000, held
 
 
 async def test_unreachable_redis_raises_store_unavailable() -> None:
@@ -492,7 +498,7 @@ async def _swallowing(*_: Any) -> Any:
     gh-86296: `asyncio.wait_for` returns normally when the cancel lands during the send)."""
     with contextlib.suppress(asyncio.CancelledError):
         await asyncio.sleep(3600)
-    return []
+    return [], 0
 
 
 async def test_close_stops_background_tasks_that_swallow_their_cancellation(
