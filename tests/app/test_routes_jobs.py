@@ -12,6 +12,16 @@ from tests.app.conftest import ClientFactory
 from tests.app.redis_server import with_prefix
 from tests.app.wire import assert_run_shape, ndjson_events, sse_events
 
+
+@pytest.fixture(params=["memory", "redis"])
+def store_settings(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Settings for each job store: in memory, and Redis under this session's key prefix."""
+    if request.param == "memory":
+        return {}
+    url, prefix = (request.getfixturevalue(name) for name in ("redis_url", "redis_prefix"))
+    return {"redis_url": with_prefix(url, prefix)}
+
+
 TIMELINE = {"items": [0.01, 0.02, 0.03, 0.04, 0.05]}
 
 
@@ -171,15 +181,10 @@ async def test_shutdown_cancels_running_jobs(make_client: ClientFactory) -> None
     assert [e["type"] for e in [e async for e in store.events(job_id)]] == ["end"]
 
 
-@pytest.mark.parametrize("store", ["memory", "redis"])
 async def test_jobs_send_bytes_as_base64_and_fail_on_unencodable_results(
-    make_client: ClientFactory, request: pytest.FixtureRequest, store: str
+    make_client: ClientFactory, store_settings: dict[str, Any]
 ) -> None:
-    settings: dict[str, Any] = {}
-    if store == "redis":
-        url, prefix = (request.getfixturevalue(name) for name in ("redis_url", "redis_prefix"))
-        settings["redis_url"] = with_prefix(url, prefix)
-    async with make_client(**settings) as client:
+    async with make_client(**store_settings) as client:
         await _weird_and_surrogate_jobs(client)
 
 
@@ -203,16 +208,11 @@ async def _weird_and_surrogate_jobs(client: httpx.AsyncClient) -> None:
     assert results.json() == {"status": "failed", "results": ["1"]}
 
 
-@pytest.mark.parametrize("store", ["memory", "redis"])
 async def test_resume_positions_beyond_every_seq(
-    make_client: ClientFactory, request: pytest.FixtureRequest, store: str
+    make_client: ClientFactory, store_settings: dict[str, Any]
 ) -> None:
     """Any `after` or `Last-Event-ID` past the last event means "after the last event"."""
-    settings: dict[str, Any] = {}
-    if store == "redis":
-        url, prefix = (request.getfixturevalue(name) for name in ("redis_url", "redis_prefix"))
-        settings["redis_url"] = with_prefix(url, prefix)
-    async with make_client(**settings) as client:
+    async with make_client(**store_settings) as client:
         job_id = await _submit(client, "timeline", TIMELINE)
         await _finished(client, job_id)
         url = f"/jobs/{job_id}/events"
@@ -231,15 +231,10 @@ async def test_resume_positions_beyond_every_seq(
         assert (await client.get(f"/jobs/{running}")).json()["status"] == "succeeded"
 
 
-@pytest.mark.parametrize("store", ["memory", "redis"])
 async def test_results_of_any_size_read_back(
-    make_client: ClientFactory, request: pytest.FixtureRequest, store: str
+    make_client: ClientFactory, store_settings: dict[str, Any]
 ) -> None:
-    settings: dict[str, Any] = {}
-    if store == "redis":
-        url, prefix = (request.getfixturevalue(name) for name in ("redis_url", "redis_prefix"))
-        settings["redis_url"] = with_prefix(url, prefix)
-    async with make_client(**settings) as client:
+    async with make_client(**store_settings) as client:
         job_id = await _submit(client, "power", {"items": [3, 5000]})
         assert (await _finished(client, job_id))["status"] == "succeeded"
         results = await client.get(f"/jobs/{job_id}/results")
