@@ -21,7 +21,14 @@ import anyio
 from app.encoding import UnencodableResult, encode_event, printable
 from app.metrics import Metrics
 from app.pipelines import PipelineEntry
-from conveyor_core import Event, ItemErrorEvent, ResultEvent, RunErrorEvent, describe_error
+from conveyor_core import (
+    EndEvent,
+    Event,
+    ItemErrorEvent,
+    ResultEvent,
+    RunErrorEvent,
+    describe_error,
+)
 
 __all__ = ["Collector", "Run", "RunKind", "collect"]
 
@@ -94,7 +101,7 @@ class Run:
                     self._item_error(event.stage, event.action)
                 elif isinstance(event, RunErrorEvent):
                     self._run_error(event.stage)
-                else:
+                elif isinstance(event, EndEvent):
                     self.status = event.status
                 yield wire
                 if self.status is not None:

@@ -14,9 +14,10 @@ from ._events import (
     ResultEvent,
     RunErrorEvent,
     RunStats,
+    StageEvent,
     describe_error,
 )
-from ._pipeline import AsyncStream, Pipeline, as_pipeline
+from ._pipeline import AsyncStream, Pipeline, RunEvents, as_pipeline
 from ._policy import ErrorHandler, LoggingErrorHandler, RetryConfig
 from ._run import DEFAULT_MAX_IN_FLIGHT
 from ._stage import Stage, StreamItemError, StreamTask
@@ -39,9 +40,11 @@ __all__ = [
     "ResultEvent",
     "RetryConfig",
     "RunErrorEvent",
+    "RunEvents",
     "RunStats",
     "SingleTask",
     "Stage",
+    "StageEvent",
     "StreamConsumedError",
     "StreamItemError",
     "StreamTask",

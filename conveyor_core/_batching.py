@@ -16,11 +16,11 @@ from typing import Any
 
 __all__ = ["Batcher"]
 
-Member = tuple[Any, list[int]]
+Member = tuple[Any, Any, Any]  # (value, hold, tag): see `_budget.Hold` and `_trace.Tag`
 
 
 class Batcher:
-    """Groups (value, sources) pairs into batches for one batch task."""
+    """Groups values into batches for one batch task."""
 
     def __init__(
         self,
@@ -41,9 +41,9 @@ class Batcher:
         self._timer: asyncio.TimerHandle | None = None
         self._overdue = False
 
-    def add(self, value: Any, sources: list[int]) -> None:
+    def add(self, value: Any, hold: Any, tag: Any) -> None:
         members = self._members
-        members.append((value, sources))
+        members.append((value, hold, tag))
         size = len(members)
         if size >= self._max_size or (self._overdue and size >= self._min_size):
             self._flush()

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 from ._errors import InvalidRunError, PipelineDefinitionError, StreamConsumedError
-from ._events import Event, ResultEvent, RunErrorEvent
+from ._events import Event, RunStats, StageEvent
 from ._run import MODES, Run
 from ._stage import Runnable, Stage
 
-__all__ = ["AsyncStream", "Pipeline", "as_pipeline"]
+__all__ = ["AsyncStream", "Pipeline", "RunEvents", "as_pipeline"]
 
 
 class Pipeline(Runnable):
@@ -114,15 +114,21 @@ class Pipeline(Runnable):
         *,
         mode: str | None = None,
         max_in_flight: int | None = None,
+        trace: bool = False,
+        on_call: Callable[[StageEvent], None] | None = None,
         stage_timer: Callable[[str, float], None] | None = None,
-    ) -> AsyncIterator[Event]:
+    ) -> RunEvents:
         """Run on `data` and yield its events: `ResultEvent`s and `ItemErrorEvent`s as they
         come, a `RunErrorEvent` if the run fails, and always an `EndEvent` last.
 
-        A failure does not raise here: it is an event. Closing the iterator cancels the run.
-        `stage_timer(stage_name, seconds)` is called after every task call, if given.
+        A failure does not raise here: it is an event. `trace=True` adds a `StageEvent` for
+        every call of every stage. `on_call(event)` is told of every call as a `StageEvent`
+        (traced or not), `stage_timer(stage_name, seconds)` of every call's duration. Closing
+        the iterator (`aclose()`) stops the run with no more events; `cancel()` stops it with
+        its own `end` event, status `cancelled`.
         """
-        return self._run(data, mode, max_in_flight, stage_timer).events()
+        run = self._run(data, mode, max_in_flight, stage_timer, trace, on_call)
+        return RunEvents(run)
 
     def _run(
         self,
@@ -130,6 +136,8 @@ class Pipeline(Runnable):
         mode: str | None,
         max_in_flight: int | None,
         stage_timer: Callable[[str, float], None] | None = None,
+        trace: bool = False,
+        on_call: Callable[[StageEvent], None] | None = None,
     ) -> Run:
         return Run(
             self.stages,
@@ -137,6 +145,8 @@ class Pipeline(Runnable):
             mode=mode or self.mode,
             max_in_flight=self.max_in_flight if max_in_flight is None else max_in_flight,
             stage_timer=stage_timer,
+            trace=trace,
+            on_call=on_call,
         )
 
 
@@ -156,20 +166,9 @@ class AsyncStream:
     def __aiter__(self) -> AsyncIterator[Any]:
         if self._iterator is not None:
             raise StreamConsumedError("this stream was iterated already: call the pipeline again")
-        iterator = self._values()
+        iterator = self._run.values()
         self._iterator = weakref.ref(iterator)
         return iterator
-
-    async def _values(self) -> AsyncGenerator[Any, None]:
-        events = self._run.events()
-        try:
-            async for event in events:
-                if type(event) is ResultEvent:
-                    yield event.value
-                elif type(event) is RunErrorEvent and event.exception is not None:
-                    raise event.exception
-        finally:
-            await events.aclose()  # type: ignore[attr-defined]
 
     async def collect(self) -> list[Any]:
         """Run to the end and return every result."""
@@ -195,6 +194,43 @@ class AsyncStream:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+class RunEvents:
+    """The events of one run (`Pipeline.events()`), an async iterator to consume once.
+
+    `aclose()` stops the run with no more events and waits until its calls have ended (as
+    leaving an `async for` early does); `cancel()` stops it too, but the iteration goes on to
+    the run's own `end` event, status `cancelled`, after the events produced before. `stats`
+    are the run's counts so far, `in_flight` the input items it holds now.
+    """
+
+    __slots__ = ("_run", "_events")
+
+    def __init__(self, run: Run) -> None:
+        self._run = run
+        self._events = run.events()
+
+    def __aiter__(self) -> RunEvents:
+        return self
+
+    def __anext__(self) -> Awaitable[Event]:
+        return self._events.__anext__()
+
+    async def aclose(self) -> None:
+        await self._events.aclose()
+        await self._run.aclose()
+
+    def cancel(self) -> None:
+        self._run.cancel()
+
+    @property
+    def stats(self) -> RunStats:
+        return self._run.stats
+
+    @property
+    def in_flight(self) -> int:
+        return self._run.budget.in_flight
 
 
 def as_pipeline(obj: Runnable) -> Pipeline:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -20,6 +21,7 @@ __all__ = [
     "SKIPPED",
     "ErrorHandler",
     "LoggingErrorHandler",
+    "Observer",
     "OnError",
     "Reporter",
     "RetryConfig",
@@ -117,6 +119,11 @@ class Reporter(Protocol):
     def fail(self, stage: str | None, exc: BaseException) -> None: ...
 
 
+Observer = Callable[[list[int], int, float, float, str, "BaseException | None"], None]
+"""Told of every attempt of a traced call: `(sources, attempt, started, ended, outcome, error)`,
+times on the run's clock, `outcome` one of "ok", "retry", "error", "skipped", "cancelled"."""
+
+
 @dataclass(frozen=True, slots=True)
 class StagePolicy:
     """The error options of one task."""
@@ -126,6 +133,22 @@ class StagePolicy:
     retry: RetryConfig
     handler: ErrorHandler | None
 
+    async def call(
+        self,
+        call: Callable[[Any], Any],
+        item: Any,
+        sources: list[int],
+        reporter: Reporter,
+        observe: Observer | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> Any:
+        """Every attempt of `call(item)`, then the handler or `on_error`.
+
+        Returns the result, a handler's value, or SKIPPED; raises the task's own exception when
+        the run fails. `observe`, if given, is told of each attempt.
+        """
+        return await self._attempts(call, item, sources, reporter, self.give_up, observe, clock)
+
     async def recover(
         self,
         exc: Exception,
@@ -134,14 +157,8 @@ class StagePolicy:
         sources: list[int],
         reporter: Reporter,
     ) -> Any:
-        """After the first attempt of `call(item)` raised `exc`: retry, handle, skip or raise.
-
-        Returns the result of a successful retry, a handler's value, or SKIPPED.
-        """
-        try:
-            return await self._retry(exc, call, item)
-        except Exception as last:
-            return await self.give_up(last, item, sources, self.retry.max_attempts, reporter)
+        """`call`, after an untraced first attempt of `call(item)` raised `exc`."""
+        return await self._attempts(call, item, sources, reporter, self.give_up, failed=exc)
 
     async def give_up(
         self, exc: Exception, item: Any, sources: list[int], attempt: int, reporter: Reporter
@@ -160,54 +177,110 @@ class StagePolicy:
         reporter.item_error(self.name, sources, exc, self.on_error)
         return SKIPPED
 
-    async def recover_batch(
+    async def call_batch(
         self,
-        exc: Exception,
         call: Callable[[Any], Any],
-        members: Sequence[tuple[Any, list[int]]],
+        members: Sequence[tuple[Any, list[int], Any]],
         sources: list[int],
         reporter: Reporter,
+        observe: Observer | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        failed: Exception | None = None,
     ) -> tuple[Any, list[int]]:
-        """`recover` for a batch: with skip_item, isolate the failing members.
+        """`call` for a batch of `(value, sources, tag)` members; with skip_item, the failing
+        members are found and skipped, and the batch runs again on the others.
 
-        Returns the result and the sources it now stands for.
+        Returns the result and the sources it now stands for. `failed`: the error of an
+        untraced first attempt.
         """
+        batch = [member[0] for member in members]
         if self.on_error != "skip_item" or self.handler is not None or len(members) < 2:
-            batch = [value for value, _ in members]
-            return await self.recover(exc, call, batch, sources, reporter), sources
-        batch = [value for value, _ in members]
+            result = await self._attempts(
+                call, batch, sources, reporter, self.give_up, observe, clock, failed
+            )
+            return result, sources
         try:
-            return await self._retry(exc, call, batch), sources
+            result = await self._attempts(
+                call, batch, sources, reporter, _raise, observe, clock, failed
+            )
+            return result, sources
         except Exception:
             pass
-        alone = [await _attempt(call, [value]) for value, _ in members]  # one at a time
-        survivors: list[tuple[Any, list[int]]] = []
-        for (value, member_sources), error in zip(members, alone, strict=True):
+        survivors: list[tuple[Any, list[int], Any]] = []
+        for member in members:  # one at a time, one attempt each
+            error = await _attempt(call, [member[0]], member[1], observe, clock)
             if error is None:
-                survivors.append((value, member_sources))
+                survivors.append(member)
             else:
-                reporter.item_error(self.name, member_sources, error, "skip_item")
+                reporter.item_error(self.name, member[1], error, "skip_item")
         if not survivors:
             return SKIPPED, []
-        kept = sorted({s for _, member_sources in survivors for s in member_sources})
+        kept = sorted({source for member in survivors for source in member[1]})
+        error = None
         try:
-            return await _resolve(call([value for value, _ in survivors])), kept
+            result = await _observed(
+                call, [member[0] for member in survivors], kept, observe, clock
+            )
         except Exception as again:
-            for _, member_sources in survivors:
-                reporter.item_error(self.name, member_sources, again, "skip_item")
-            return SKIPPED, []
+            error = again
+        if error is None:
+            return result, kept
+        for member in survivors:
+            reporter.item_error(self.name, member[1], error, "skip_item")
+        return SKIPPED, []
 
-    async def _retry(self, exc: Exception, call: Callable[[Any], Any], item: Any) -> Any:
-        """The remaining attempts of `call(item)`; raises the last error if they all fail."""
+    async def _attempts(
+        self,
+        call: Callable[[Any], Any],
+        item: Any,
+        sources: list[int],
+        reporter: Reporter,
+        final: _Final,
+        observe: Observer | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        failed: Exception | None = None,
+    ) -> Any:
+        """Attempt `call(item)` up to `max_attempts` times with backoff; `final` decides once
+        every attempt failed. `failed`: the first attempt already failed so."""
+        retry = self.retry
         attempt = 1
-        while attempt < self.retry.max_attempts:
-            await _sleep(self.retry.delay_after(attempt))
-            attempt += 1
+        exc = failed
+        started = ended = 0.0
+        while True:
+            if exc is None:
+                if observe is not None:
+                    started = clock()
+                try:
+                    result = await _resolve(call(item))
+                except Exception as error:
+                    exc = error
+                    if observe is not None:
+                        ended = clock()
+                except asyncio.CancelledError:
+                    if observe is not None:
+                        observe(sources, attempt, started, clock(), "cancelled", None)
+                    raise
+                else:
+                    if observe is not None:
+                        observe(sources, attempt, started, clock(), "ok", None)
+                    return result
+            if attempt < retry.max_attempts:
+                if observe is not None:
+                    observe(sources, attempt, started, ended, "retry", exc)
+                await _sleep(retry.delay_after(attempt))
+                attempt += 1
+                exc = None
+                continue
             try:
-                return await _resolve(call(item))
-            except Exception as again:
-                exc = again
-        raise exc
+                value = await final(exc, item, sources, attempt, reporter)
+            except BaseException:
+                if observe is not None:
+                    observe(sources, attempt, started, ended, "error", exc)
+                raise
+            if observe is not None:
+                outcome = "skipped" if value is SKIPPED else "error"
+                observe(sources, attempt, started, ended, outcome, exc)
+            return value
 
     async def iterate(
         self,
@@ -216,14 +289,20 @@ class StagePolicy:
         sources: list[int],
         reporter: Reporter,
         first: Any = None,
+        observe: Observer | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> AsyncIterator[Any]:
         """Values of a generator task, retried while it has yielded nothing.
 
-        `first` is the generator already started by the run's first attempt, if any.
+        `first` is the generator already started by the run's first attempt, if any. Traced,
+        an attempt lasts until its generator is exhausted or fails.
         """
         attempt = 0
+        started = 0.0
         while True:
             attempt += 1
+            if observe is not None:
+                started = clock()
             gen = first if first is not None else start(item)
             first = None
             produced = 0
@@ -236,24 +315,79 @@ class StagePolicy:
                     for value in gen:
                         produced += 1
                         yield value
-                return
             except Exception as exc:
+                ended = clock() if observe is not None else 0.0
                 if produced == 0 and attempt < self.retry.max_attempts:
+                    if observe is not None:
+                        observe(sources, attempt, started, ended, "retry", exc)
                     await _sleep(self.retry.delay_after(attempt))
                     continue
-                value = await self.give_up(exc, item, sources, attempt, reporter)
+                try:
+                    value = await self.give_up(exc, item, sources, attempt, reporter)
+                except BaseException:
+                    if observe is not None:
+                        observe(sources, attempt, started, ended, "error", exc)
+                    raise
+                if observe is not None:
+                    outcome = "skipped" if value is SKIPPED else "error"
+                    observe(sources, attempt, started, ended, outcome, exc)
                 if value is not SKIPPED:
                     yield value
                 return
+            except BaseException:  # cancelled, or closed while it streamed
+                if observe is not None:
+                    observe(sources, attempt, started, clock(), "cancelled", None)
+                raise
+            if observe is not None:
+                observe(sources, attempt, started, clock(), "ok", None)
+            return
+
+
+_Final = Callable[[Exception, Any, list[int], int, Reporter], Awaitable[Any]]
+
+
+async def _raise(exc: Exception, item: Any, sources: list[int], attempt: int, _: Reporter) -> Any:
+    """The final decision of the whole-batch attempts before members are tried alone."""
+    raise exc
+
+
+async def _observed(
+    call: Callable[[Any], Any],
+    item: Any,
+    sources: list[int],
+    observe: Observer | None,
+    clock: Callable[[], float],
+) -> Any:
+    """One attempt of `call(item)`, observed as a call of its own (a batch's members)."""
+    started = clock() if observe is not None else 0.0
+    try:
+        result = await _resolve(call(item))
+    except Exception as exc:
+        if observe is not None:
+            observe(sources, 1, started, clock(), "skipped", exc)
+        raise
+    except asyncio.CancelledError:
+        if observe is not None:
+            observe(sources, 1, started, clock(), "cancelled", None)
+        raise
+    if observe is not None:
+        observe(sources, 1, started, clock(), "ok", None)
+    return result
 
 
 async def _resolve(value: Any) -> Any:
     return await value if inspect.isawaitable(value) else value
 
 
-async def _attempt(call: Callable[[Any], Any], item: Any) -> Exception | None:
+async def _attempt(
+    call: Callable[[Any], Any],
+    item: Any,
+    sources: list[int],
+    observe: Observer | None,
+    clock: Callable[[], float],
+) -> Exception | None:
     try:
-        await _resolve(call(item))
+        await _observed(call, item, sources, observe, clock)
     except Exception as exc:
         return exc
     return None

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 if TYPE_CHECKING:
-    from ._events import Event
-    from ._pipeline import AsyncStream, Pipeline
+    from ._events import StageEvent
+    from ._pipeline import AsyncStream, Pipeline, RunEvents
 
 __all__ = ["Runnable", "Stage", "StreamItemError", "StreamTask"]
 
@@ -46,11 +46,18 @@ class Runnable:
         *,
         mode: str | None = None,
         max_in_flight: int | None = None,
+        trace: bool = False,
+        on_call: Callable[[StageEvent], None] | None = None,
         stage_timer: Callable[[str, float], None] | None = None,
-    ) -> AsyncIterator[Event]:
+    ) -> RunEvents:
         """Run on `data`, yielding the run's events (see `Pipeline.events`)."""
         return self.as_pipeline().events(
-            data, mode=mode, max_in_flight=max_in_flight, stage_timer=stage_timer
+            data,
+            mode=mode,
+            max_in_flight=max_in_flight,
+            trace=trace,
+            on_call=on_call,
+            stage_timer=stage_timer,
         )
 
 
