@@ -18,7 +18,6 @@ import inspect
 import logging
 import time
 import types
-import uuid
 from array import array
 from collections import deque
 from collections.abc import (
@@ -33,7 +32,7 @@ from collections.abc import (
 from typing import Any
 
 from ._batching import Batcher, Member
-from ._context import PipelineContext, _current
+from ._context import PipelineContext, _current, run_context
 from ._errors import InvalidRunError, StreamConsumedError
 from ._events import (
     EndEvent,
@@ -160,6 +159,7 @@ class Run:
         mode: str = "ordered",
         max_in_flight: int | None = None,
         stage_timer: StageTimer | None = None,
+        context: PipelineContext | None = None,
     ) -> None:
         if mode not in MODES:
             raise InvalidRunError(f"mode must be 'ordered' or 'as_completed', got {mode!r}")
@@ -176,7 +176,7 @@ class Run:
         self._mode = mode
         self._limit = max_in_flight
         self._timer = stage_timer
-        self.context = PipelineContext(uuid.uuid4().hex, mode, max_in_flight)
+        self.context = run_context(context, mode, max_in_flight)  # type: ignore[arg-type]
         self.stats = RunStats()
         self._seq = 0
         self._events: deque[Event] = deque()
