@@ -377,14 +377,12 @@ def _stages_for_run(
     ]
     if not (no_data or args or kwargs):
         return run_stages
-    if not run_stages:
-        raise InvalidRunError("an empty pipeline needs data to pass through")
-    first = run_stages[0]
+    first = run_stages[0] if run_stages else None
     if not isinstance(first, Task):
-        what = "items" if no_data else "no extra arguments"
-        raise InvalidRunError(
-            f"the first stage {first.name} is a {first.kind} stage: it takes {what}"
-        )
+        if no_data:
+            what = "an empty pipeline" if first is None else f"{first.kind} stage {first.name}"
+            raise InvalidRunError(f"{what} comes first: call the pipeline with data")
+        raise InvalidRunError("extra arguments go to a first stage that is a task: there is none")
     run_stages[0] = first.for_run(args, kwargs, without_item=no_data)
     return run_stages
 
