@@ -35,7 +35,12 @@ EARLIER = {
     "conveyor.tasks": ["BaseTask", "SingleTask", "BatchTask"],
     "conveyor.pipeline": ["Pipeline"],
     "conveyor.decorators": ["single_task", "batch_task"],
-    "conveyor.error_handling": ["ErrorAction", "RetryConfig", "ErrorHandler", "LoggingErrorHandler"],
+    "conveyor.error_handling": [
+        "ErrorAction",
+        "RetryConfig",
+        "ErrorHandler",
+        "LoggingErrorHandler",
+    ],
     "conveyor.context": [
         "PipelineContext",
         "ExecutionMode",
@@ -87,6 +92,8 @@ def test_conveyor_modules_export_what_the_earlier_ones_did(name: str) -> None:
     if name != "conveyor":
         assert module.__all__ == sorted(EARLIER[name])  # thin: those names, nothing more
     public = {
-        n for n, v in vars(module).items() if not n.startswith("_") and not isinstance(v, ModuleType)
+        n
+        for n, v in vars(module).items()
+        if not n.startswith("_") and not isinstance(v, ModuleType)
     }
     assert public - set(module.__all__) == set(), "exported but not in __all__"
