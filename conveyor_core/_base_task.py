@@ -47,7 +47,7 @@ class BaseTask(Stage[In, Out]):
         self._side_args: list[Any] = []
         self._side_kwargs: dict[str, Any] = {}
 
-    @property  # type: ignore[override]
+    @property
     def name(self) -> str:
         return getattr(self, "task_name", None) or type(self).__name__
 

@@ -27,7 +27,7 @@ class SingleDecorator(Protocol):
     @overload
     def __call__(self, func: Callable[Concatenate[I, P], AsyncIterable[O]]) -> SingleTask[I, O]: ...
     @overload
-    def __call__(  # type: ignore[overload-overlap]
+    def __call__(
         self, func: Callable[Concatenate[I, P], Coroutine[Any, Any, list[O]]]
     ) -> SingleTask[I, O]: ...
     @overload
@@ -37,9 +37,7 @@ class SingleDecorator(Protocol):
     @overload
     def __call__(self, func: Callable[Concatenate[I, P], Iterator[O]]) -> SingleTask[I, O]: ...
     @overload
-    def __call__(  # type: ignore[overload-overlap]
-        self, func: Callable[Concatenate[I, P], list[O]]
-    ) -> SingleTask[I, O]: ...
+    def __call__(self, func: Callable[Concatenate[I, P], list[O]]) -> SingleTask[I, O]: ...
     @overload
     def __call__(self, func: Callable[Concatenate[I, P], O | None]) -> SingleTask[I, O]: ...
     @overload
@@ -54,7 +52,7 @@ class BatchDecorator(Protocol):
         self, func: Callable[Concatenate[list[I], P], AsyncIterable[O]]
     ) -> BatchTask[I, O]: ...
     @overload
-    def __call__(  # type: ignore[overload-overlap]
+    def __call__(
         self, func: Callable[Concatenate[list[I], P], Coroutine[Any, Any, list[O]]]
     ) -> BatchTask[I, O]: ...
     @overload
@@ -64,9 +62,7 @@ class BatchDecorator(Protocol):
     @overload
     def __call__(self, func: Callable[Concatenate[list[I], P], Iterator[O]]) -> BatchTask[I, O]: ...
     @overload
-    def __call__(  # type: ignore[overload-overlap]
-        self, func: Callable[Concatenate[list[I], P], list[O]]
-    ) -> BatchTask[I, O]: ...
+    def __call__(self, func: Callable[Concatenate[list[I], P], list[O]]) -> BatchTask[I, O]: ...
     @overload
     def __call__(self, func: Callable[Concatenate[list[I], P], O | None]) -> BatchTask[I, O]: ...
     @overload
@@ -76,7 +72,7 @@ class BatchDecorator(Protocol):
 @overload
 def single_task(func: Callable[Concatenate[I, P], AsyncIterable[O]], /) -> SingleTask[I, O]: ...
 @overload
-def single_task(  # type: ignore[overload-overlap]
+def single_task(
     func: Callable[Concatenate[I, P], Coroutine[Any, Any, list[O]]], /
 ) -> SingleTask[I, O]: ...
 @overload
@@ -86,9 +82,7 @@ def single_task(
 @overload
 def single_task(func: Callable[Concatenate[I, P], Iterator[O]], /) -> SingleTask[I, O]: ...
 @overload
-def single_task(  # type: ignore[overload-overlap]
-    func: Callable[Concatenate[I, P], list[O]], /
-) -> SingleTask[I, O]: ...
+def single_task(func: Callable[Concatenate[I, P], list[O]], /) -> SingleTask[I, O]: ...
 @overload
 def single_task(func: Callable[Concatenate[I, P], O | None], /) -> SingleTask[I, O]: ...
 @overload
@@ -145,7 +139,7 @@ def single_task(
 @overload
 def batch_task(func: Callable[Concatenate[list[I], P], AsyncIterable[O]], /) -> BatchTask[I, O]: ...
 @overload
-def batch_task(  # type: ignore[overload-overlap]
+def batch_task(
     func: Callable[Concatenate[list[I], P], Coroutine[Any, Any, list[O]]], /
 ) -> BatchTask[I, O]: ...
 @overload
@@ -155,9 +149,7 @@ def batch_task(
 @overload
 def batch_task(func: Callable[Concatenate[list[I], P], Iterator[O]], /) -> BatchTask[I, O]: ...
 @overload
-def batch_task(  # type: ignore[overload-overlap]
-    func: Callable[Concatenate[list[I], P], list[O]], /
-) -> BatchTask[I, O]: ...
+def batch_task(func: Callable[Concatenate[list[I], P], list[O]], /) -> BatchTask[I, O]: ...
 @overload
 def batch_task(func: Callable[Concatenate[list[I], P], O | None], /) -> BatchTask[I, O]: ...
 @overload

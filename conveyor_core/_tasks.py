@@ -83,11 +83,11 @@ class Task(BaseTask[In, Out]):
         self._resolved: Any = _UNRESOLVED
         self._without_item = False  # called with the side inputs only (pipeline() with no data)
         self._attr_name: str | None = None
-        functools.update_wrapper(self, func, updated=())  # type: ignore[arg-type]
+        functools.update_wrapper(self, func, updated=())
 
     # -- the attributes of conveyor-streaming 1.2.1 ---------------------------------------
 
-    @property  # type: ignore[override]
+    @property
     def on_error(self) -> str:
         return self.policy.on_error
 
@@ -96,7 +96,7 @@ class Task(BaseTask[In, Out]):
         on_error = check_on_error(value, self.kind == "batch")
         self.policy = dataclasses.replace(self.policy, on_error=on_error)
 
-    @property  # type: ignore[override]
+    @property
     def retry_config(self) -> RetryConfig:
         return self.policy.retry
 
@@ -105,7 +105,7 @@ class Task(BaseTask[In, Out]):
         retry = value or RetryConfig(max_attempts=1)
         self.policy = dataclasses.replace(self.policy, retry=retry)
 
-    @property  # type: ignore[override]
+    @property
     def error_handler(self) -> ErrorHandler | None:
         return self.policy.handler
 
@@ -113,7 +113,7 @@ class Task(BaseTask[In, Out]):
     def error_handler(self, value: ErrorHandler | None) -> None:
         self.policy = dataclasses.replace(self.policy, handler=value)
 
-    @property  # type: ignore[override]
+    @property
     def _side_args(self) -> list[Any]:
         return list(self._raw_args)
 
@@ -123,7 +123,7 @@ class Task(BaseTask[In, Out]):
         self._args = tuple(_share(a) for a in self._raw_args)
         self._resolved = _UNRESOLVED
 
-    @property  # type: ignore[override]
+    @property
     def _side_kwargs(self) -> dict[str, Any]:
         return dict(self._raw_kwargs)
 
