@@ -5,7 +5,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Iterable
 from collections.abc import Mapping as MappingABC
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeGuard, TypeVar
 
 from ._base_task import BaseTask, ProcessStage
 from ._context import PipelineContext
@@ -370,10 +370,7 @@ def _stages_for_run(
     """The stages as one run uses them: a user's `BaseTask` as a stream stage, and the first
     task in a copy of its own when this run calls it without an item or with extra arguments."""
     run_stages: list[Stage[Any, Any]] = [
-        ProcessStage(stage)
-        if isinstance(stage, BaseTask) and not isinstance(stage, Task)
-        else stage
-        for stage in stages
+        ProcessStage(stage) if _runs_own_process(stage) else stage for stage in stages
     ]
     if not (no_data or args or kwargs):
         return run_stages
@@ -385,6 +382,14 @@ def _stages_for_run(
         raise InvalidRunError("extra arguments go to a first stage that is a task: there is none")
     run_stages[0] = first.for_run(args, kwargs, without_item=no_data)
     return run_stages
+
+
+def _runs_own_process(stage: Stage[Any, Any]) -> TypeGuard[BaseTask[Any, Any]]:
+    """A user's BaseTask subclass, or a task subclass that overrides process(): the run calls
+    its process() on the stage's items, as 1.2.1 did."""
+    if isinstance(stage, Task):
+        return type(stage).process is not Task.process and not stage._engine_process
+    return isinstance(stage, BaseTask)
 
 
 async def _aclose(obj: object) -> None:

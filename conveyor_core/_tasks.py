@@ -82,6 +82,7 @@ class Task(BaseTask[In, Out]):
         self._kwargs: dict[str, Any] = {}
         self._resolved: Any = _UNRESOLVED
         self._without_item = False  # called with the side inputs only (pipeline() with no data)
+        self._engine_process = False  # run by the engine even if a subclass overrides process()
         self._attr_name: str | None = None
         functools.update_wrapper(self, func, updated=())
 
@@ -178,7 +179,9 @@ class Task(BaseTask[In, Out]):
         mode (ordered without one)."""
         from ._pipeline import Pipeline
 
-        return Pipeline(self, context=get_current_context())(items)
+        engine = self._copy()
+        engine._engine_process = True  # a subclass's process() calling this one: no loop
+        return Pipeline(engine, context=get_current_context())(items)
 
     def for_run(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], *, without_item: bool
@@ -378,7 +381,7 @@ class BatchTask(Task[In, Out]):
     ) -> None:
         if not isinstance(min_size, int) or min_size < 1:
             raise ValueError(f"min_size must be an int >= 1, got {min_size!r}")
-        if max_size is None:
+        if max_size is None or max_size == 0:  # 1.2.1: `max_size or min_size`
             max_size = min_size
         if not isinstance(max_size, int) or max_size < min_size:
             raise ValueError(f"max_size must be an int >= min_size ({min_size}), got {max_size!r}")

@@ -282,3 +282,20 @@ async def test_a_task_sees_the_run_context_through_get_context() -> None:
     await look.with_context(tag=1)([1]).collect()
     ((from_task, current),) = seen
     assert from_task is current and current.data == {"tag": 1}
+
+
+async def test_a_task_subclass_that_overrides_process_runs_its_own() -> None:
+    class Tagged(SingleTask):
+        async def process(self, items: Any) -> Any:
+            results = await super().process(items)  # the engine's own
+
+            async def tag() -> AsyncIterator[Any]:
+                async for value in results:
+                    yield ("tagged", value)
+
+            return tag()
+
+    tagged = Tagged(lambda x: x + 1, task_name="tagged")
+    assert await tagged([1, 2]).collect() == [("tagged", 2), ("tagged", 3)]
+    assert await (double | tagged)([1]).collect() == [("tagged", 3)]
+    assert BatchTask(lambda xs: xs, 2, 0).max_size == 2  # 0, as None, means min_size
