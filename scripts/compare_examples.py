@@ -103,7 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", help="comma-separated program names (without .py)")
     args = parser.parse_args(argv)
     if not Path(args.old_python).exists():
-        parser.error(f"no {args.old_python}: run benchmarks/engine.py once to install 1.2.1")
+        parser.error(
+            f"no {args.old_python}: run benchmarks/engine.py once (it installs 1.2.1 there), "
+            "or give --old-python"
+        )
     programs = sorted(args.examples.glob("*.py"))
     if args.only:
         wanted = set(args.only.split(","))
