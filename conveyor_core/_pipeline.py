@@ -229,7 +229,9 @@ class AsyncStream(AsyncIterator[T], Generic[T]):
 
     def __init__(self, source: AsyncIterable[T]) -> None:
         if not isinstance(source, AsyncIterable):
-            raise TypeError(f"AsyncStream wraps an async iterable, got {type(source).__name__}")
+            raise PipelineDefinitionError(
+                f"AsyncStream wraps an async iterable, got {type(source).__name__}"
+            )
         self._source = source
         self._iterator: AsyncIterator[T] | None = None  # the one anext() goes through
 
