@@ -112,6 +112,21 @@ async def test_no_data_runs_a_first_task_that_takes_no_item_once() -> None:
     assert calls == 1
     assert await source.as_completed().collect() == [0, 1, 2]
     assert await plain_source().collect() == ["a", "b"]
+    @single_task
+    def count_to(n: int) -> list[int]:
+        return list(range(n))
+
+    class Feed:
+        def __init__(self, size: int) -> None:
+            self.size = size
+
+        @single_task
+        async def items(self) -> AsyncIterator[int]:
+            for i in range(self.size):
+                yield i
+
+    assert await count_to.with_inputs(3)().collect() == [0, 1, 2]  # side inputs, no item
+    assert await (Feed(2).items | pairs)().collect() == [1]
     events = [e async for e in source.events()]
     assert [e.value for e in events if e.type == "result"] == [0, 1, 2]
     assert events[-1].stats.inputs == 1  # one call, as if one item
