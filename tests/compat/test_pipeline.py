@@ -112,6 +112,7 @@ async def test_no_data_runs_a_first_task_that_takes_no_item_once() -> None:
     assert calls == 1
     assert await source.as_completed().collect() == [0, 1, 2]
     assert await plain_source().collect() == ["a", "b"]
+
     @single_task
     def count_to(n: int) -> list[int]:
         return list(range(n))
