@@ -1,6 +1,17 @@
 """Streaming asyncio pipelines of single and batch tasks."""
 
-from ._context import PipelineContext, get_current_context
+import logging as _logging
+
+from ._base_task import BaseTask
+from ._context import (
+    ContextManager,
+    ExecutionMode,
+    PipelineContext,
+    get_current_context,
+    set_current_context,
+    with_context,
+)
+from ._decorators import batch_task, single_task
 from ._errors import (
     ConveyorError,
     InvalidRunError,
@@ -18,19 +29,26 @@ from ._events import (
     describe_error,
 )
 from ._pipeline import AsyncStream, Pipeline, RunEvents, as_pipeline
-from ._policy import ErrorHandler, LoggingErrorHandler, RetryConfig
+from ._policy import ErrorAction, ErrorHandler, LoggingErrorHandler, RetryConfig
 from ._run import DEFAULT_MAX_IN_FLIGHT
 from ._stage import Stage, StreamItemError, StreamTask
-from ._tasks import BatchTask, SingleTask, Task, batch_task, single_task
+from ._tasks import BatchTask, SingleTask, Task
+
+# a library logs, the application decides what is shown: nothing unless logging is configured
+_logging.getLogger("conveyor_core").addHandler(_logging.NullHandler())
 
 __all__ = [
     "AsyncStream",
+    "BaseTask",
     "BatchTask",
+    "ContextManager",
     "ConveyorError",
     "DEFAULT_MAX_IN_FLIGHT",
     "EndEvent",
+    "ErrorAction",
     "ErrorHandler",
     "Event",
+    "ExecutionMode",
     "InvalidRunError",
     "ItemErrorEvent",
     "LoggingErrorHandler",
@@ -53,5 +71,7 @@ __all__ = [
     "batch_task",
     "describe_error",
     "get_current_context",
+    "set_current_context",
     "single_task",
+    "with_context",
 ]

@@ -1,10 +1,11 @@
 """The error policy, in one place: retries with backoff, custom handlers, skip or fail.
 
 A task call that raises is retried up to `RetryConfig.max_attempts` times in all. When every
-attempt failed, the task's `error_handler` may recover a value; otherwise `on_error` decides:
-"fail" re-raises the task's own exception (the run fails), "skip_item" / "skip_batch" report an
-item error and drop the item or batch. A batch task with "skip_item" probes its members one by
-one, skips the ones that fail alone, and runs the batch again on the others.
+attempt failed, the task's `error_handler` decides first if it has one: `(True, value)` goes on
+with `value`, `(False, _)` re-raises the error (the run fails). Without a handler, `on_error`
+decides: "fail" re-raises the task's own exception, "skip_item" / "skip_batch" report an item
+error and drop the item or batch. A batch task with "skip_item" probes its members one by one,
+skips the ones that fail alone, and runs the batch again on the others.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any, Literal, Protocol
 
 __all__ = [
     "SKIPPED",
+    "ErrorAction",
     "ErrorHandler",
     "LoggingErrorHandler",
     "Observer",
@@ -31,6 +33,7 @@ __all__ = [
 logger = logging.getLogger("conveyor_core")
 
 OnError = Literal["fail", "skip_item", "skip_batch"]
+ErrorAction = OnError  # conveyor-streaming 1.2.1's name for the same
 ON_ERROR_CHOICES: tuple[str, ...] = ("fail", "skip_item", "skip_batch")
 
 _sleep = asyncio.sleep  # patched by tests to run retries on a virtual clock
@@ -47,29 +50,37 @@ SKIPPED: Any = _Skipped()
 """Returned by the policy in place of a result when the item or batch was skipped."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass
 class RetryConfig:
     """How often and how patiently a failing call is tried again.
 
-    `max_attempts` counts every attempt (1: no retry). The delay before attempt n+1 is
-    `base_delay * 2 ** (n - 1)` with exponential backoff, else `base_delay`; never more than
-    `max_delay`.
+    `max_attempts` counts every attempt (1 or less: no retry). The delay before attempt n+1 is
+    `base_delay * backoff_multiplier ** (n - 1)` with exponential backoff, else `base_delay`;
+    never more than `max_delay`. It may be changed after a task was declared with it.
     """
 
-    max_attempts: int = 1
-    base_delay: float = 0.0
+    max_attempts: int = 3
+    base_delay: float = 1.0
     exponential_backoff: bool = True
     max_delay: float = 60.0
+    backoff_multiplier: float = 2.0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.max_attempts, int) or self.max_attempts < 1:
-            raise ValueError(f"retry_attempts must be an int >= 1, got {self.max_attempts!r}")
-        if self.base_delay < 0 or self.max_delay < 0:
-            raise ValueError("retry_delay and retry_max_delay must be >= 0")
+        if not isinstance(self.max_attempts, int):
+            raise ValueError(f"retry_attempts must be an int, got {self.max_attempts!r}")
+        for name in ("base_delay", "max_delay", "backoff_multiplier"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not value >= 0:
+                raise ValueError(f"RetryConfig.{name} must be a number >= 0, got {value!r}")
+
+    @property
+    def attempts(self) -> int:
+        """Attempts in all, at least one."""
+        return max(self.max_attempts, 1)
 
     def delay_after(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number `attempt` (1-based)."""
-        factor = 2 ** (attempt - 1) if self.exponential_backoff else 1
+        factor = self.backoff_multiplier ** (attempt - 1) if self.exponential_backoff else 1
         return min(self.base_delay * factor, self.max_delay)
 
 
@@ -77,8 +88,8 @@ class ErrorHandler:
     """Decides about an error once all attempts of a call failed.
 
     `handle_error` returns `(True, value)` to go on with `value` in place of the result (None
-    filters the item out), or `(False, None)` to leave the decision to the task's `on_error`.
-    For a batch task, `item` is the batch (a list).
+    filters the item out), or `(False, _)` to re-raise the error, which fails the run whatever
+    the task's `on_error` says. For a batch task, `item` is the batch (a list).
     """
 
     async def handle_error(
@@ -88,25 +99,18 @@ class ErrorHandler:
 
 
 class LoggingErrorHandler(ErrorHandler):
-    """Logs the error with its traceback, then leaves the decision to `on_error`."""
+    """Logs the error at ERROR (on `logger`, else "conveyor.error_handling") and goes on with
+    `replacement_value` (None: the item is filtered out)."""
 
-    def __init__(self, logger: logging.Logger | None = None, level: int = logging.ERROR) -> None:
-        self.logger = logger or logging.getLogger("conveyor_core")
-        self.level = level
+    def __init__(self, logger: logging.Logger | None = None, replacement_value: Any = None) -> None:
+        self.logger = logger or logging.getLogger("conveyor.error_handling")
+        self.replacement_value = replacement_value
 
     async def handle_error(
         self, error: Exception, item: Any, task_name: str, attempt: int
     ) -> tuple[bool, Any]:
-        self.logger.log(
-            self.level,
-            "task %s failed on %r after %d attempt(s): %s",
-            task_name,
-            item,
-            attempt,
-            error,
-            exc_info=error,
-        )
-        return False, None
+        self.logger.error("Error in %s (attempt %d): %s", task_name, attempt, error)
+        return True, self.replacement_value
 
 
 class Reporter(Protocol):
@@ -163,7 +167,7 @@ class StagePolicy:
     async def give_up(
         self, exc: Exception, item: Any, sources: list[int], attempt: int, reporter: Reporter
     ) -> Any:
-        """Every attempt failed: ask the handler, then apply on_error."""
+        """Every attempt failed: ask the handler, else apply on_error."""
         if self.handler is not None:
             handled, value = await _resolve(
                 self.handler.handle_error(exc, item, self.name, attempt)
@@ -171,7 +175,7 @@ class StagePolicy:
             if handled:
                 reporter.item_error(self.name, sources, exc, "handled")
                 return value
-        if self.on_error == "fail":
+        if self.on_error == "fail" or self.handler is not None:
             reporter.fail(self.name, exc)
             raise exc
         reporter.item_error(self.name, sources, exc, self.on_error)
@@ -264,7 +268,7 @@ class StagePolicy:
                     if observe is not None:
                         observe(sources, attempt, started, clock(), "ok", None)
                     return result
-            if attempt < retry.max_attempts:
+            if attempt < retry.attempts:
                 if observe is not None:
                     observe(sources, attempt, started, ended, "retry", exc)
                 await _sleep(retry.delay_after(attempt))
@@ -317,7 +321,7 @@ class StagePolicy:
                         yield value
             except Exception as exc:
                 ended = clock() if observe is not None else 0.0
-                if produced == 0 and attempt < self.retry.max_attempts:
+                if produced == 0 and attempt < self.retry.attempts:
                     if observe is not None:
                         observe(sources, attempt, started, ended, "retry", exc)
                     await _sleep(self.retry.delay_after(attempt))
@@ -394,8 +398,9 @@ async def _attempt(
 
 
 def check_on_error(on_error: str, batch: bool) -> OnError:
-    allowed = ON_ERROR_CHOICES if batch else ("fail", "skip_item")
-    if on_error not in allowed:
-        kind = "batch" if batch else "single"
-        raise ValueError(f"on_error must be one of {allowed} for a {kind} task, got {on_error!r}")
+    """`on_error` as the policy applies it: a single task's "skip_batch" is "skip_item"."""
+    if on_error not in ON_ERROR_CHOICES:
+        raise ValueError(f"on_error must be one of {ON_ERROR_CHOICES}, got {on_error!r}")
+    if on_error == "skip_batch" and not batch:
+        return "skip_item"  # a single task's batch is its item (as in 1.2.1)
     return on_error  # type: ignore[return-value]

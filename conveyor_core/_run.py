@@ -21,7 +21,6 @@ import contextvars
 import functools
 import inspect
 import logging
-import uuid
 from collections.abc import AsyncGenerator, AsyncIterable, Callable, Coroutine, Iterable, Sequence
 from typing import Any
 
@@ -29,7 +28,7 @@ from ._batching import Batcher, Member
 from ._budget import Budget, Holding, sources_of
 from ._calls import FATAL, Calls, CallSite
 from ._channel import Channel
-from ._context import PipelineContext, _current
+from ._context import PipelineContext, _current, run_context
 from ._errors import InvalidRunError, StreamConsumedError
 from ._events import EndEvent, Event, ItemErrorEvent, RunErrorEvent, RunStats, describe_error
 from ._ordering import ImmediateSequencer, OrderedSequencer, Sequencer
@@ -81,6 +80,7 @@ class Run:
         stage_timer: StageTimer | None = None,
         trace: bool = False,
         on_call: OnCall | None = None,
+        context: PipelineContext | None = None,
     ) -> None:
         if mode not in MODES:
             raise InvalidRunError(f"mode must be 'ordered' or 'as_completed', got {mode!r}")
@@ -97,7 +97,7 @@ class Run:
         self._mode = mode
         self._trace = trace
         self._on_call = _observers(on_call, stage_timer)
-        self.context = PipelineContext(uuid.uuid4().hex, mode, max_in_flight)
+        self.context = run_context(context, mode, max_in_flight)  # type: ignore[arg-type]
         self.stats = RunStats()
         self.budget = Budget(max_in_flight)
         self.channel = Channel(self.budget)

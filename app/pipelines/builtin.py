@@ -142,7 +142,7 @@ async def flaky_call(item: Attempted) -> Attempted:
 
 
 class BusinessRuleHandler(ErrorHandler):
-    """Turns a business-rule violation into a flagged item; other errors go to on_error."""
+    """Turns a business-rule violation into a flagged item; other errors are re-raised."""
 
     async def handle_error(
         self, error: Exception, item: Any, task_name: str, attempt: int
