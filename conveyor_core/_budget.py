@@ -97,10 +97,12 @@ class Budget:
         """One holding for a batch of values, in place of theirs (each gives its value up)."""
         if len(holdings) == 1:
             return holdings[0]
-        if set(map(type, holdings)) == {int}:
-            # each value was the only one of its position: the positions pass to the batch as
-            # they are, with no count to change
+        try:
+            # when each value was the only one of its position (an int holding: these sort, a
+            # Hold does not), the positions pass to the batch as they are, no count to change
             return Hold(sorted(holdings))  # type: ignore[type-var, arg-type]
+        except TypeError:
+            pass
         every = [source for holding in holdings for source in sources_of(holding)]
         sources = sorted(set(every))
         if len(sources) == len(every) and all(

@@ -13,9 +13,10 @@ from __future__ import annotations
 import inspect
 from collections import deque
 from collections.abc import Callable
-from contextvars import Context, copy_context
+from contextvars import Context
 from typing import TYPE_CHECKING, Any
 
+from ._batching import values_of
 from ._budget import Budget, Holding, sources_of
 from ._channel import Channel
 from ._fanout import LIST, STREAM, each, shape, spread, stream
@@ -32,6 +33,7 @@ __all__ = ["FATAL", "TAKEN", "CallSite", "Calls"]
 # raised by a task, these would stop the event loop itself: they fail the run instead
 FATAL = (SystemExit, KeyboardInterrupt)
 TAKEN: Any = object()  # a call's value went on elsewhere (parked, or streamed by a generator)
+_ONE_VALUE = frozenset((int, float, str, bool, bytes, dict, tuple))  # results that never fan out
 
 
 class CallSite:
@@ -49,6 +51,7 @@ class CallSite:
         "is_gen",
         "is_coroutine",
         "plain",
+        "plain_batch",
     )
 
     def __init__(self, task: Task, call: Callable[[Any], Any], timed: bool) -> None:
@@ -64,6 +67,8 @@ class CallSite:
         self.is_coroutine = task.is_coroutine or task.run_in_thread
         # a plain stage takes the fast path: no limit, no timing, one value in, one result out
         self.plain = not (self.limit or timed or self.is_batch or self.is_gen)
+        # so does a batch stage with no limit and no timing whose function returns its result
+        self.plain_batch = self.is_batch and not (self.limit or timed or self.is_gen)
 
 
 class Calls:
@@ -87,10 +92,17 @@ class Calls:
         self.limit = budget.limit
 
     async def carry(
-        self, segment: Segment, index: int, value: Any, hold: Holding, slot: Any, tag: Any
+        self,
+        segment: Segment,
+        context: Context,
+        index: int,
+        value: Any,
+        hold: Holding,
+        slot: Any,
+        tag: Any,
     ) -> bool:
         """Carry `value` through `segment`'s stages from stage `index` on, then the next pieces
-        of the segment's queue while nothing waits.
+        of the segment's queue while nothing waits. `context` is the one it runs in.
 
         A piece that waited let other tasks run: the queue is someone else's by now, so the
         carry ends there. So it does when a call changed the context (each piece must start
@@ -119,6 +131,20 @@ class Calls:
                         result = await site.policy.recover(
                             exc, site.call, value, sources_of(hold), reporter
                         )
+                        if result is SKIPPED:
+                            result = None
+                    except FATAL as exc:
+                        reporter.fail(site.name, exc)
+                        raise
+                elif site.plain_batch:
+                    try:
+                        result = site.call(values_of(value))
+                        if site.is_coroutine or inspect.isawaitable(result):
+                            result = await result
+                    except Exception as exc:
+                        result, hold, tag = await self._call_batch(site, value, hold, None, exc)
+                        if result is SKIPPED:
+                            result = None
                     except FATAL as exc:
                         reporter.fail(site.name, exc)
                         raise
@@ -128,19 +154,23 @@ class Calls:
                     )
                     if result is TAKEN:
                         break
+                    if result is SKIPPED:
+                        result = None
                 index += 1
-                if result is None or result is SKIPPED:
+                if result is None:
                     release(hold)
                     sequencer.resolve_empty(slot)
                     break
                 kind = type(result)
-                if kind is list:
+                if kind in _ONE_VALUE:
+                    pass
+                elif kind is list:
                     if not result:
                         release(hold)
                         sequencer.resolve_empty(slot)
                         break
                     result, hold = spread(segment, index, result, hold, slot, tag, self.budget)
-                elif kind is not int and kind is not str and kind is not float:
+                else:
                     how = shape(result, site.is_batch)
                     if how == LIST:
                         if not result:
@@ -166,7 +196,7 @@ class Calls:
             else:
                 sequencer.resolve(slot, value, hold, tag)
             streak += 1
-            if not queue or workers.switches != switches or copy_context() != base:
+            if not queue or workers.switches != switches or context != base:
                 return False
             if streak >= FAIRNESS_STREAK:
                 return True
@@ -202,7 +232,7 @@ class Calls:
                 else:
                     trace = tracer.call(site.name, site.kind, 1, [tag])
             if site.is_gen:
-                item = [member[0] for member in value] if site.is_batch else value
+                item = values_of(value) if site.is_batch else value
                 values = site.policy.iterate(
                     site.call,
                     item,
@@ -244,13 +274,18 @@ class Calls:
                     segment.workers.put(site.parked.popleft())
 
     async def _call_batch(
-        self, site: CallSite, members: list[Any], hold: Holding, trace: Any
+        self,
+        site: CallSite,
+        members: list[Any],
+        hold: Holding,
+        trace: Any,
+        failed: Exception | None = None,
     ) -> tuple[Any, Holding, Any]:
-        """A batch of `(value, hold, tag)` members, `hold` standing for all of them."""
-        failed = None
-        if trace is None:
+        """A batch of `(value, hold, tag)` members, `hold` standing for all of them;
+        `failed`: the error of a first attempt made already."""
+        if trace is None and failed is None:
             try:
-                result = site.call([member[0] for member in members])
+                result = site.call(values_of(members))
                 if site.is_coroutine or inspect.isawaitable(result):
                     result = await result
                 return result, hold, None

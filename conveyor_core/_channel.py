@@ -36,13 +36,14 @@ class _Report:
 class Channel:
     """A run's events between the run and its consumer."""
 
-    __slots__ = ("queue", "ready", "drained", "closed", "_budget", "_taken", "_driver")
+    __slots__ = ("queue", "ready", "drained", "closed", "on_wait", "_budget", "_taken", "_driver")
 
     def __init__(self, budget: Budget) -> None:
         self.queue: deque[Any] = deque()
         self.ready = Signal()  # fired when an event is put (the consumer waits on it)
         self.drained = Signal()  # fired when the consumer takes events (fan-outs wait on it)
         self.closed = False  # the end is in
+        self.on_wait: Callable[[], None] | None = None  # the consumer took every event
         self._budget = budget
         self._taken = 0  # the seq of the next event taken
         self._driver: asyncio.Task[None] | None = None
@@ -157,5 +158,7 @@ class Channel:
                 return False
             driver.result()
             raise RuntimeError("conveyor run ended without an end event")
+        if self.on_wait is not None:
+            self.on_wait()
         await self.ready.wait()
         return True

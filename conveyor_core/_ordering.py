@@ -16,6 +16,7 @@ when its own value and its whole chain are resolved.
 from __future__ import annotations
 
 from collections.abc import Callable
+from itertools import repeat
 from typing import Any, Union
 
 __all__ = ["ImmediateSequencer", "OrderedSequencer", "Sequencer", "Slot"]
@@ -74,6 +75,11 @@ class OrderedSequencer:
         self._count = index + 1
         return index
 
+    def new_slots(self, count: int) -> range:
+        start = self._count
+        self._count = start + count
+        return range(start, start + count)
+
     def insert_after(self, slot: SlotRef) -> Slot:
         """A new slot right after `slot` (before whatever was after it)."""
         if type(slot) is int:
@@ -96,19 +102,23 @@ class OrderedSequencer:
         return child
 
     def resolve(self, slot: SlotRef, value: Any, hold: Any, tag: Any) -> None:
+        if slot == self._next and not self._groups:  # the head (a child Slot is never equal)
+            self._emit(value, hold, tag)  # it goes now, and what waited after it
+            self._next = slot = slot + 1  # type: ignore[operator]
+            if self._ready:
+                self._advance()
+            elif slot == self._count and self._closed:
+                self._close_downstream()
+            return
         if type(slot) is int:
-            groups = self._groups
-            group = groups.get(slot) if groups else None
+            group = self._groups.get(slot)
             if group is None:
                 if slot != self._next:
                     self._ready[slot] = (value, hold, tag)
                     return
-                self._emit(value, hold, tag)  # the head: it goes now, and what waited after it
-                self._next = slot = slot + 1
-                if self._ready or groups:
-                    self._advance()
-                elif slot == self._count and self._closed:
-                    self._close_downstream()
+                self._emit(value, hold, tag)
+                self._next = slot + 1
+                self._advance()
                 return
             group.state = _READY
             group.value, group.hold, group.tag = value, hold, tag
@@ -203,6 +213,10 @@ class ImmediateSequencer:
 
     def new_slot(self) -> None:
         self._pending += 1
+
+    def new_slots(self, count: int) -> repeat[None]:
+        self._pending += count
+        return repeat(None, count)
 
     def insert_after(self, slot: SlotRef) -> None:
         self._pending += 1

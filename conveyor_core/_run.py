@@ -21,10 +21,19 @@ import contextvars
 import functools
 import inspect
 import logging
-from collections.abc import AsyncGenerator, AsyncIterable, Callable, Coroutine, Iterable, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Sequence,
+)
+from itertools import islice, repeat
 from typing import Any
 
-from ._batching import Batcher, Member
+from ._batching import Batcher, Member, holdings_of
 from ._budget import Budget, Holding, sources_of
 from ._calls import FATAL, Calls, CallSite
 from ._channel import Channel
@@ -43,6 +52,7 @@ __all__ = ["DEFAULT_MAX_IN_FLIGHT", "MODES", "Run", "Segment"]
 logger = logging.getLogger("conveyor_core")
 
 DEFAULT_MAX_IN_FLIGHT = 4096
+_CHUNK = 1024  # items a plain iterable gives at most at once
 MODES = ("ordered", "as_completed")
 
 StageTimer = Callable[[str, float], None]
@@ -101,6 +111,7 @@ class Run:
         self.stats = RunStats()
         self.budget = Budget(max_in_flight)
         self.channel = Channel(self.budget)
+        self.channel.on_wait = self._on_idle  # the consumer took everything: can more move?
         self._driver: asyncio.Task[None] | None = None
         self._consumed = False
         self._cancelling = False  # cancel() was called: the run ends with `end` cancelled
@@ -283,20 +294,14 @@ class Run:
         try:
             if isinstance(data, AsyncIterable):
                 async for item in data:
-                    if budget.in_flight >= budget.limit:
+                    if budget.full:
                         await budget.wait_for_room(self._unstall)
                     index = stats.inputs
                     stats.inputs = index + 1
                     tag = None if tracer is None else tracer.tag()
                     put((0, item, budget.admit(index), new_slot(), tag))
             else:
-                for item in data:
-                    if budget.in_flight >= budget.limit:
-                        await budget.wait_for_room(self._unstall)
-                    index = stats.inputs
-                    stats.inputs = index + 1
-                    tag = None if tracer is None else tracer.tag()
-                    put((0, item, budget.admit(index), new_slot(), tag))
+                await self._feed_sync(segment, iter(data))
         except Exception as exc:
             self.fail(None, exc)
             raise
@@ -307,6 +312,42 @@ class Run:
                 data.close()
             raise
         _close(segment)
+
+    async def _feed_sync(self, segment: Segment, items: Iterator[Any]) -> None:
+        """Admit a plain iterable's items in chunks, as many as there is room for: a chunk is
+        pulled, admitted and queued by C loops (`islice`, `set.update`, `deque.extend`)."""
+        budget = self.budget
+        live, limit = budget.live, budget.limit
+        workers = segment.workers
+        stats = self.stats
+        waiting: list[Any] = []  # an item pulled while there was no room for it
+        while True:
+            room = limit - len(live)
+            if room <= 0:
+                if not waiting:  # the next item first: at the end of the input nothing waits
+                    waiting = list(islice(items, 1))
+                    if not waiting:
+                        return
+                await budget.wait_for_room(self._unstall)
+                continue
+            chunk = waiting + list(islice(items, min(room, _CHUNK) - len(waiting)))
+            waiting = []
+            if not chunk:
+                return
+            start = stats.inputs
+            count = len(chunk)
+            stats.inputs = start + count
+            positions = range(start, start + count)
+            live.update(positions)  # each item's holding is its position (see `_budget`)
+            tags = repeat(None if self._tracer is None else self._tracer.tag())
+            slots = segment.sequencer.new_slots(count)
+            workers.queue.extend(zip(repeat(0), chunk, positions, slots, tags))
+            if not workers.active:
+                workers.start()
+            if count < min(room, _CHUNK):
+                return  # the iterable is exhausted
+            if count == _CHUNK:
+                await asyncio.sleep(0)  # a long burst lets the workers start on it
 
     def _unstall(self) -> None:
         """The bound is reached: if nothing can move but partial batches, release them.
@@ -372,7 +413,7 @@ class Run:
     # -- between segments ------------------------------------------------------------------
 
     def _release_batch(self, segment: Segment, members: list[Member]) -> None:
-        hold = self.budget.merge([member[1] for member in members])
+        hold = self.budget.merge(holdings_of(members))
         tag = None if self._tracer is None else self._tracer.tag()
         segment.workers.put((0, members, hold, segment.sequencer.new_slot(), tag))
 

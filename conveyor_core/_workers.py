@@ -98,15 +98,15 @@ class Workers:
     def put(self, work: Work) -> None:
         self.queue.append(work)
         if not self.active:
-            self._start()
+            self.start()
 
     def close(self) -> None:
         """The segment's input ended: idle workers leave (work from within still runs)."""
         self.open = False
         if self.idle:
-            self._start()
+            self.start()
 
-    def _start(self) -> None:
+    def start(self) -> None:
         """Make sure a worker will run the queue: wake the idle ones, or start one."""
         if self.idle:
             self.active += self.idle
@@ -125,7 +125,7 @@ class Workers:
             while queue:
                 index, value, hold, slot, tag = queue.popleft()
                 context = base.copy()  # each piece sees the run's context, not the last one's
-                coro = carry(segment, index, value, hold, slot, tag)
+                coro = carry(segment, context, index, value, hold, slot, tag)
                 try:
                     yielded = context.run(coro.send, None)
                 except StopIteration as done:
@@ -135,7 +135,7 @@ class Workers:
                 self.active -= 1  # this piece waits: the rest of the queue must move on
                 self.switches += 1
                 if queue and not self.active:
-                    self._start()
+                    self.start()
                 self.waiting += 1
                 try:
                     await _resume(coro, yielded, context)
@@ -148,6 +148,7 @@ class Workers:
                 return
             self.idle += 1
             await self.work.wait()  # whoever woke us counted us active again
-            if not queue:
+            if not queue:  # woken for nothing (another took the work): leave
                 self.active -= 1
+                self._on_idle()
                 return
