@@ -40,6 +40,15 @@ class Settings(BaseSettings):
         "(none: the engine's default, 4096)",
     )
     job_ttl_s: float = Field(default=3600.0, gt=0, description="retention of a finished job")
+    job_store_max_bytes: int = Field(
+        default=256 << 20,
+        ge=1,
+        description="in-memory job store: bytes of events kept (finished jobs are evicted, "
+        "oldest first, to make room)",
+    )
+    job_store_max_jobs: int = Field(
+        default=10_000, ge=1, description="in-memory job store: jobs kept, running or finished"
+    )
     sse_ping_s: float = Field(default=15.0, ge=0, description="SSE keep-alive comment period")
     send_timeout_s: float = Field(
         default=30.0, gt=0, description="a stream whose client takes longer to accept a write ends"

@@ -17,7 +17,11 @@ REDIS_STORE = "app.jobs.redis"  # defines RedisJobStore(url, *, ttl_s, lease_s)
 def create_store(settings: Settings) -> JobStore:
     """The in-memory store, or the Redis one when CONVEYOR_REDIS_URL is set."""
     if not settings.redis_url:
-        return MemoryJobStore(ttl_s=settings.job_ttl_s)
+        return MemoryJobStore(
+            ttl_s=settings.job_ttl_s,
+            max_bytes=settings.job_store_max_bytes,
+            max_jobs=settings.job_store_max_jobs,
+        )
     try:
         module = importlib.import_module(REDIS_STORE)
     except ModuleNotFoundError as exc:

@@ -37,13 +37,14 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from pydantic_core import from_json, to_json
 from redis import exceptions as rexc
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 from app.jobs import redis_scripts as lua
+from app.jobs.codec import dumps as _dumps
+from app.jobs.codec import loads as _loads
 from app.jobs.keys import DEFAULT_PREFIX, EVENT_FIELD, Keys, entry_id
 from app.jobs.redis_tail import Tail
 from app.jobs.redis_writer import Behind, EventWriter, Pending
@@ -474,38 +475,6 @@ class _Backoff:
             log.info("%s: Redis answers again", self.what)
         self._since = None
         self._delay = BACKOFF_FIRST_S
-
-
-def _dumps(value: Any) -> bytes:
-    return to_json(value, inf_nan_mode="null")
-
-
-def _loads(data: bytes | str) -> Any:
-    """JSON written by `_dumps`, integers of any length included.
-
-    pydantic's parser, like `int(str)`, refuses integers over Python's digit limit (4300 by
-    default) which `_dumps` writes all the same; such documents go to the standard parser,
-    whose integers are converted in pieces below the limit.
-    """
-    try:
-        return from_json(data)
-    except ValueError:
-        return json.loads(data, parse_int=_int)
-
-
-_DIGITS = 4000  # under sys.get_int_max_str_digits()'s default, 4300
-
-
-def _int(text: str) -> int:
-    """`int(text)` for a JSON integer of any length."""
-    if len(text) <= _DIGITS:
-        return int(text)
-    digits = text.lstrip("-")
-    value = 0
-    for start in range(0, len(digits), _DIGITS):
-        piece = digits[start : start + _DIGITS]
-        value = value * 10 ** len(piece) + int(piece)
-    return -value if text.startswith("-") else value
 
 
 def _pending(event: WireEvent) -> Pending:
