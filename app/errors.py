@@ -6,6 +6,7 @@
     ├── JobNotFound                     404: no such job, or it expired
     ├── TooManyItems                    413: more items than CONVEYOR_MAX_ITEMS
     ├── BodyTooLarge                    413: a JSON body over CONVEYOR_MAX_BODY_BYTES
+    ├── ItemTooLarge                    413: an item over CONVEYOR_MAX_ITEM_BYTES
     ├── InvalidInput                    422: malformed JSON, a bad field, items off the schema
     ├── TooManyJobs                     429: CONVEYOR_MAX_RUNNING_JOBS jobs run (Retry-After)
     └── Unavailable                     503: the job store cannot be reached
@@ -24,6 +25,7 @@ from conveyor_core import ConveyorError
 __all__ = [
     "BodyTooLarge",
     "InvalidInput",
+    "ItemTooLarge",
     "JobNotFound",
     "PipelineNotFound",
     "RegistryError",
@@ -89,6 +91,12 @@ class TooManyItems(ServiceError):
 
 class BodyTooLarge(ServiceError):
     """The JSON request body is larger than CONVEYOR_MAX_BODY_BYTES."""
+
+    status_code = 413
+
+
+class ItemTooLarge(ServiceError):
+    """An item of a JSON body is larger than CONVEYOR_MAX_ITEM_BYTES."""
 
     status_code = 413
 

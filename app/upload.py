@@ -9,8 +9,12 @@ earlier lines is cancelled with the run.
     BadLine: line 3: malformed JSON: expected value at line 1 column 1
     BadLine: line 4 (item 3): Input should be a valid integer
     BadLine: line 10001: more than 10000 items (CONVEYOR_MAX_ITEMS)
+    BadLine: line 7: longer than 1048576 bytes (CONVEYOR_MAX_ITEM_BYTES)
+    BadLine: line 12: the upload is larger than 268435456 bytes (CONVEYOR_MAX_UPLOAD_BYTES)
 
 Blank lines are skipped (they still count in line numbers); `\\r\\n` endings are accepted.
+Lines are assembled in time linear in their length, however small the pieces they arrive in;
+a long line's buffer is let go as soon as the line is complete.
 """
 
 from __future__ import annotations
@@ -26,8 +30,6 @@ from starlette.types import Message, Receive, Scope, Send
 from app.pipelines.schema import ItemType
 
 __all__ = ["BadLine", "BodyChannel", "UploadResponse", "ndjson_items"]
-
-MAX_LINE_BYTES = 8 * 1024 * 1024  # one item's JSON text
 
 
 class BadLine(ValueError):
@@ -53,24 +55,45 @@ class BodyChannel:
 
 
 async def ndjson_items(
-    chunks: AsyncIterator[bytes], item_type: ItemType, *, max_items: int
+    chunks: AsyncIterator[bytes],
+    item_type: ItemType,
+    *,
+    max_items: int,
+    max_line_bytes: int,
+    max_bytes: int,
 ) -> AsyncIterator[Any]:
     """Validated items, one per non-blank line, as the lines complete."""
-    pending = b""
-    line_no = 0
-    position = 0
+    pending = bytearray()  # the start of a line that goes on in the next chunks
+    line_no = position = total = 0
     async for chunk in chunks:
-        lines = (pending + chunk).split(b"\n")
-        pending = lines.pop()
-        if len(pending) > MAX_LINE_BYTES:
-            raise BadLine(f"line {line_no + len(lines) + 1}: longer than {MAX_LINE_BYTES} bytes")
-        for line in lines:
+        total += len(chunk)
+        if total > max_bytes:
+            raise BadLine(
+                f"line {line_no + 1}: the upload is larger than {max_bytes} bytes "
+                "(CONVEYOR_MAX_UPLOAD_BYTES)"
+            )
+        start = 0
+        while (newline := chunk.find(b"\n", start)) >= 0:  # only the new bytes are searched
             line_no += 1
+            if pending:
+                pending += chunk[start:newline]
+                line, pending = bytes(pending), bytearray()
+            else:
+                line = chunk[start:newline]
+            start = newline + 1
+            if len(line) > max_line_bytes:
+                raise BadLine(f"line {line_no}: longer than {max_line_bytes} bytes{_LIMIT}")
             if line.strip():
                 yield _item(line, line_no, position, item_type, max_items)
                 position += 1
+        if len(pending) + len(chunk) - start > max_line_bytes:
+            raise BadLine(f"line {line_no + 1}: longer than {max_line_bytes} bytes{_LIMIT}")
+        pending += chunk[start:]
     if pending.strip():
-        yield _item(pending, line_no + 1, position, item_type, max_items)
+        yield _item(bytes(pending), line_no + 1, position, item_type, max_items)
+
+
+_LIMIT = " (CONVEYOR_MAX_ITEM_BYTES)"
 
 
 def _item(line: bytes, line_no: int, position: int, item_type: ItemType, max_items: int) -> Any:

@@ -10,11 +10,11 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import ValidationError
 
+from app.api.body import parse_run_body
 from app.api.models import Mode, RunRequest
 from app.core.config import Settings
-from app.errors import BodyTooLarge, InvalidInput, TooManyItems, Unauthorized
+from app.errors import BodyTooLarge, TooManyItems, Unauthorized
 from app.jobs import JobRunner, JobStore
 from app.metrics import Metrics
 from app.pipelines import PipelineEntry, Registry
@@ -108,31 +108,21 @@ def _too_large(limit: int) -> BodyTooLarge:
 
 async def get_run_request(request: Request) -> RunRequest:
     """The JSON body `{"items": [...], "mode": ...}`, whatever its Content-Type says."""
-    services = get_services(request)
-    body = await read_body(request, services.settings.max_body_bytes)
-    try:
-        return RunRequest.model_validate_json(body)
-    except ValidationError as exc:
-        errors = exc.errors(include_url=False, include_input=False)
-        if errors and errors[0]["type"] == "json_invalid":
-            message = f"malformed JSON body: {errors[0]['ctx']['error']}"
-        else:
-            message = 'the body must be {"items": [...], "mode": "ordered" | "as_completed"}'
-        raise InvalidInput(message, errors=_plain(errors)) from None
+    settings = get_services(request).settings
+    body = await read_body(request, settings.max_body_bytes)
+    return await parse_run_body(
+        body, max_items=settings.max_items, max_item_bytes=settings.max_item_bytes
+    )
 
 
 RunRequestDep = Annotated[RunRequest, Depends(get_run_request)]
 
 
-def validated_items(entry: PipelineEntry, items: list[Any], settings: Settings) -> list[Any]:
+async def validated_items(entry: PipelineEntry, items: list[Any], settings: Settings) -> list[Any]:
     """The items as the pipeline takes them: 413 over the limit, 422 off the schema."""
     if len(items) > settings.max_items:
         raise TooManyItems(
             f"{len(items)} items; the limit is {settings.max_items} per request",
             limit=settings.max_items,
         )
-    return entry.input.validate_many(items)
-
-
-def _plain(errors: list[Any]) -> list[dict[str, Any]]:
-    return [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in errors]
+    return await entry.input.validate_many(items)

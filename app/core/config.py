@@ -32,6 +32,14 @@ class Settings(BaseSettings):
         ge=1,
         description="a JSON request body larger than this is refused (413) before it is read",
     )
+    max_item_bytes: int = Field(
+        default=1 << 20,
+        ge=1,
+        description="one item's JSON text (a JSON body's item, an NDJSON line): larger is refused",
+    )
+    max_upload_bytes: int = Field(
+        default=256 << 20, ge=1, description="an NDJSON upload's whole body: larger fails the run"
+    )
     max_running_jobs: int = Field(default=100, ge=1)
     max_in_flight: int | None = Field(
         default=None,

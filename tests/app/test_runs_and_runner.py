@@ -172,7 +172,7 @@ async def test_builtin_examples_are_deterministic() -> None:
         entry = registry[name]
         run = Run(
             entry,
-            entry.input.validate_many(entry.example or []),
+            await entry.input.validate_many(entry.example or []),
             mode="ordered",
             kind=RunKind.INVOKE,
             metrics=Metrics(),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -27,8 +28,21 @@ async def _chunks(parts: list[bytes]) -> AsyncIterator[bytes]:
         yield part
 
 
-async def _items(parts: list[bytes], item_type: ItemType = INT, max_items: int = 100) -> list[Any]:
-    return [item async for item in ndjson_items(_chunks(parts), item_type, max_items=max_items)]
+async def _items(
+    parts: list[bytes],
+    item_type: ItemType = INT,
+    max_items: int = 100,
+    max_line_bytes: int = 1 << 20,
+    max_bytes: int = 1 << 30,
+) -> list[Any]:
+    items = ndjson_items(
+        _chunks(parts),
+        item_type,
+        max_items=max_items,
+        max_line_bytes=max_line_bytes,
+        max_bytes=max_bytes,
+    )
+    return [item async for item in items]
 
 
 json_values = st.recursive(
@@ -67,6 +81,28 @@ async def test_item_limit() -> None:
         await _items([b"1\n2\n3\n"], max_items=2)
 
 
+async def test_line_and_upload_limits() -> None:
+    assert await _items([b"12", b"34\n5\n"], max_line_bytes=4) == [1234, 5]
+    with pytest.raises(BadLine, match=r"^line 2: longer than 4 bytes \(CONVEYOR_MAX_ITEM_BYTES\)"):
+        await _items([b"1\n12", b"345\n"], max_line_bytes=4)
+    with pytest.raises(BadLine, match=r"^line 1: longer than 4 bytes"):
+        await _items([b"12345\n"], max_line_bytes=4)
+    assert await _items([b"1\n2\n", b"3\n"], max_bytes=6) == [1, 2, 3]
+    with pytest.raises(BadLine, match=r"^line 3: the upload is larger than 5 bytes"):
+        await _items([b"1\n2\n", b"3\n"], max_bytes=5)
+
+
+async def test_a_long_line_in_small_pieces_takes_linear_time() -> None:
+    """16 MB in 2 KB pieces: joining the pending line again at each piece (what this did)
+    copies about 64 GB; linear assembly takes milliseconds. The bound is very generous."""
+    line = b'"' + b"x" * (16 << 20) + b'"'
+    parts = [line[i : i + 2048] for i in range(0, len(line), 2048)] + [b"\n"]
+    started = time.perf_counter()
+    items = await _items(parts, ANY, max_line_bytes=32 << 20)
+    assert len(items) == 1 and len(items[0]) == 16 << 20
+    assert time.perf_counter() - started < 5
+
+
 async def test_items_come_before_the_body_ends() -> None:
     received: list[Any] = []
 
@@ -75,7 +111,7 @@ async def test_items_come_before_the_body_ends() -> None:
         assert received == [1]  # the first item was handed on before more was read
         yield b"\n"
 
-    async for item in ndjson_items(body(), INT, max_items=10):
+    async for item in ndjson_items(body(), INT, max_items=10, max_line_bytes=99, max_bytes=99):
         received.append(item)
     assert received == [1, 2]
 
