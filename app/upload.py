@@ -27,9 +27,12 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
+from app.peer import client_gone
 from app.pipelines.schema import ItemType
 
 __all__ = ["BadLine", "BodyChannel", "UploadResponse", "ndjson_items"]
+
+PROBE_S = 0.25  # while the run does not take the next chunk, how often the client is looked for
 
 
 class BadLine(ValueError):
@@ -121,6 +124,11 @@ class UploadResponse(Response):
     `Expect: 100-continue` (what `curl -T -` sends) when the app first calls `receive`, and
     only while no response has started. Starting first would leave curl holding its upload
     back (a second, then the whole body at once).
+
+    While the run does not take the next chunk (it is behind: backpressure), the body is not
+    read, so `receive` cannot tell of a disconnect; the connection's socket is asked instead,
+    every `PROBE_S` (`app.peer.client_gone`), and a client gone cancels the run as a
+    disconnect does.
     """
 
     def __init__(self, inner: Response, body: BodyChannel) -> None:
@@ -148,6 +156,7 @@ class UploadResponse(Response):
     async def _pump(
         self, receive: Receive, disconnected: anyio.Event, received: anyio.Event
     ) -> None:
+        gone = client_gone(receive)
         with self.channel.sender as sender:
             while True:
                 message = await receive()
@@ -158,7 +167,14 @@ class UploadResponse(Response):
                 chunk = message.get("body", b"")
                 if chunk:
                     try:
-                        await sender.send(chunk)
+                        while True:
+                            with anyio.move_on_after(PROBE_S if gone else None) as waiting:
+                                await sender.send(chunk)
+                            if not waiting.cancelled_caught:
+                                break
+                            if gone is not None and gone():
+                                disconnected.set()
+                                return
                     except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                         pass  # the run stopped reading: drain the rest of the body
                 if not message.get("more_body", False):

@@ -4,11 +4,16 @@ answers `Expect: 100-continue` (a real uvicorn process and a raw socket)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import re
+import socket
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -17,6 +22,7 @@ from starlette.types import Message
 
 from app.pipelines.schema import ItemType
 from app.upload import BadLine, BodyChannel, UploadResponse, ndjson_items
+from tests.app.conftest import run_server
 from tests.app.wire import DuplexUpload
 
 INT = ItemType(int, where="test")
@@ -165,3 +171,38 @@ async def test_expect_100_continue_then_results_while_uploading(server: str) -> 
         await upload.end()
         end = json.loads(await asyncio.wait_for(upload.read_line(), 10))
         assert end["type"] == "end" and end["stats"]["inputs"] == 3
+
+
+def _runs_in_progress(url: str) -> float:
+    text = httpx.get(f"{url}/metrics", timeout=5).text
+    return sum(
+        float(value)
+        for value in re.findall(r"^conveyor_runs_in_progress\{[^}]*\} (\S+)$", text, re.M)
+    )
+
+
+def test_a_client_leaving_a_backpressured_upload_cancels_its_run(tmp_path: Path) -> None:
+    """The run is behind (its calls sleep 30 s), so the upload is not read further and the
+    server does not hear the socket close; the run is cancelled within a second all the same.
+    A raw socket that never reads: its close resets the connection, as a client's does when it
+    leaves with unread data (a killed process too)."""
+    with run_server(tmp_path) as url:
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            head = "POST /pipelines/sleepy/stream HTTP/1.1\r\nHost: x\r\n"
+            head += "Content-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n"
+            sock.sendall(head.encode())
+            sock.settimeout(0.5)
+            lines = b"30\n" * 20_000
+            with contextlib.suppress(TimeoutError):
+                for _ in range(1000):  # until the server stops reading (backpressure)
+                    sock.sendall(b"%x\r\n%s\r\n" % (len(lines), lines))
+            deadline = time.monotonic() + 10
+            while _runs_in_progress(url) != 1 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert _runs_in_progress(url) == 1
+        closed = time.monotonic()
+        while _runs_in_progress(url) and time.monotonic() - closed < 10:
+            time.sleep(0.05)
+        assert _runs_in_progress(url) == 0
+        assert time.monotonic() - closed < 3  # within a second, with a margin for a busy machine
