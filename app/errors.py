@@ -8,6 +8,7 @@
     ├── BodyTooLarge                    413: a JSON body over CONVEYOR_MAX_BODY_BYTES
     ├── ItemTooLarge                    413: an item over CONVEYOR_MAX_ITEM_BYTES
     ├── InvalidInput                    422: malformed JSON, a bad field, items off the schema
+    ├── ClientLeft                      499: the client left before its request body was read
     ├── TooManyJobs                     429: CONVEYOR_MAX_RUNNING_JOBS jobs run (Retry-After)
     └── Unavailable                     503: the job store cannot be reached
     RegistryError (ConveyorError)       startup: a pipelines module cannot be served
@@ -24,6 +25,7 @@ from conveyor_core import ConveyorError
 
 __all__ = [
     "BodyTooLarge",
+    "ClientLeft",
     "InvalidInput",
     "ItemTooLarge",
     "JobNotFound",
@@ -105,6 +107,16 @@ class InvalidInput(ServiceError):
     """Malformed JSON, a bad field or parameter, or items that fail the input schema."""
 
     status_code = 422
+
+
+class ClientLeft(ServiceError):
+    """The client closed the connection in the middle of its request body: nobody to answer.
+
+    Not a server error: the request is logged (one info line) and counted with status 499, as
+    nginx does, and the response goes nowhere.
+    """
+
+    status_code = 499
 
 
 class TooManyJobs(ServiceError):

@@ -10,11 +10,12 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.requests import ClientDisconnect
 
 from app.api.body import parse_run_body
 from app.api.models import Mode, RunRequest
 from app.core.config import Settings
-from app.errors import BodyTooLarge, TooManyItems, Unauthorized
+from app.errors import BodyTooLarge, ClientLeft, TooManyItems, Unauthorized
 from app.jobs import JobRunner, JobStore
 from app.metrics import Metrics
 from app.pipelines import PipelineEntry, Registry
@@ -92,11 +93,14 @@ async def read_body(request: Request, limit: int) -> bytes:
         raise _too_large(limit)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(limit)
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise ClientLeft(f"the client left after {size} bytes of its request body") from None
     return b"".join(chunks)
 
 
