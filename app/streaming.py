@@ -31,6 +31,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from app.encoding import NDJSON, ndjson_line, sse_message
+from app.peer import cut
 
 __all__ = [
     "NDJSONResponse",
@@ -178,6 +179,7 @@ class NDJSONResponse(Response):
                 await self._stream(send)
             except TimeoutError:
                 log.warning("a client stopped reading for %ss: stream ended", self.send_timeout)
+                await _end_cut(receive, send)
             tg.cancel_scope.cancel()
 
     async def _stream(self, send: Send) -> None:
@@ -219,6 +221,16 @@ class SSEResponse(EventSourceResponse):
             await super().__call__(scope, receive, send)
         except SendTimeoutError:
             log.warning("a client stopped reading for %ss: stream ended", self.send_timeout)
+            await _end_cut(receive, send)
+
+
+async def _end_cut(receive: Receive, send: Send) -> None:
+    """End a response whose client takes nothing: drop the connection, so that the server sees
+    a disconnect instead of a response left unfinished (uvicorn logs that as an error); under
+    a server whose connection cannot be reached, the response's end, if it goes out soon."""
+    if not await cut(receive):
+        with anyio.move_on_after(1.0):
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 def event_response(

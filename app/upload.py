@@ -27,7 +27,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from app.peer import client_gone
+from app.peer import client_gone, transport_of
 from app.pipelines.schema import ItemType
 
 __all__ = ["BadLine", "BodyChannel", "UploadResponse", "ndjson_items"]
@@ -144,6 +144,8 @@ class UploadResponse(Response):
         async def inner_receive() -> Message:
             await disconnected.wait()
             return {"type": "http.disconnect"}
+
+        inner_receive.transport = transport_of(receive)  # type: ignore[attr-defined]
 
         received = anyio.Event()  # the first body message (or the disconnect) has arrived
         async with anyio.create_task_group() as tg:
