@@ -27,6 +27,7 @@ __all__ = [
     "RunRequestDep",
     "Services",
     "ServicesDep",
+    "key_matches",
     "validated_items",
 ]
 
@@ -62,9 +63,14 @@ def require_api_key(
     keys = services.settings.api_keys
     if not keys:
         return
-    given = credentials.credentials.encode() if credentials else b""
-    if not any(hmac.compare_digest(given, key.encode()) for key in keys):
+    if not key_matches(keys, credentials.credentials if credentials else ""):
         raise Unauthorized("missing or invalid API key: send Authorization: Bearer <key>")
+
+
+def key_matches(keys: list[str], given: str) -> bool:
+    """True when `given` is one of `keys` (compared in constant time)."""
+    data = given.encode()
+    return any(hmac.compare_digest(data, key.encode()) for key in keys)
 
 
 ApiKey = Depends(require_api_key)
