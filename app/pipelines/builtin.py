@@ -7,7 +7,10 @@
 - `timeline`: each item is a delay in seconds; compare ordered and as_completed.
 - `rag`: a simulated fetch, a batch re-rank, an enrichment, with realistic latencies.
 
-Everything is deterministic: the same input gives the same results and the same item errors.
+The same input gives the same results, in the same order, and the same item errors. Only where
+`item_error` events fall in the stream varies: each is sent when its error happens, so two that
+happen at about the same time (in `error_handling`, the skipped batch and the handled items;
+13's last retry and 4's last retry, whose backoffs are the same) come in either order.
 """
 
 from __future__ import annotations
