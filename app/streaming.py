@@ -31,6 +31,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from app.encoding import NDJSON, ndjson_line, sse_message
+from app.jobs.store import StoreUnavailable
 from app.peer import cut
 
 __all__ = [
@@ -250,11 +251,18 @@ def event_response(
     return NDJSONResponse(events, send_timeout=send_timeout, headers=headers, shutdown=shutdown)
 
 
-async def closing(events: AsyncIterator[dict[str, Any]]) -> Events:
-    """`events` as a generator whose closing closes `events` too (a job store's follower)."""
+async def closing(events: AsyncIterator[dict[str, Any]], what: str = "events") -> Events:
+    """`events` as a generator whose closing closes `events` too (a job store's follower).
+
+    A store that stays unavailable longer than a follower rides through ends the stream there,
+    without `end` (the client resumes with Last-Event-ID), with a warning instead of an error
+    raised into the server.
+    """
     try:
         async for event in events:
             yield event
+    except StoreUnavailable as exc:
+        log.warning("%s: the job store stayed unavailable (%s): stream closed", what, exc)
     finally:
         aclose = getattr(events, "aclose", None)
         if aclose is not None:

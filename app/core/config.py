@@ -63,6 +63,11 @@ class Settings(BaseSettings):
     )
     log_level: LogLevel = "info"
     redis_url: str | None = None
+    store_timeout_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="a job store call a request waits on fails (503) past this deadline",
+    )
     job_lease_s: float = Field(default=5.0, gt=0)
 
     @field_validator("pipelines", mode="before")

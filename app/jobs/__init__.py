@@ -11,7 +11,7 @@ from app.jobs.store import JobRecord, JobStatus, JobStore
 
 __all__ = ["JobRecord", "JobRunner", "JobStatus", "JobStore", "MemoryJobStore", "create_store"]
 
-REDIS_STORE = "app.jobs.redis"  # defines RedisJobStore(url, *, ttl_s, lease_s)
+REDIS_STORE = "app.jobs.redis"  # defines RedisJobStore(url, *, ttl_s, lease_s, timeout_s)
 
 
 def create_store(settings: Settings) -> JobStore:
@@ -29,6 +29,9 @@ def create_store(settings: Settings) -> JobStore:
             "CONVEYOR_REDIS_URL is set, but this version has no Redis job store"
         ) from exc
     store: JobStore = module.RedisJobStore(
-        settings.redis_url, ttl_s=settings.job_ttl_s, lease_s=settings.job_lease_s
+        settings.redis_url,
+        ttl_s=settings.job_ttl_s,
+        lease_s=settings.job_lease_s,
+        timeout_s=settings.store_timeout_s,
     )
     return store
