@@ -8,6 +8,7 @@
     ├── BodyTooLarge                    413: a JSON body over CONVEYOR_MAX_BODY_BYTES
     ├── ItemTooLarge                    413: an item over CONVEYOR_MAX_ITEM_BYTES
     ├── InvalidInput                    422: malformed JSON, a bad field, items off the schema
+    ├── BodyTimeout                     408: a JSON body slower than CONVEYOR_BODY_TIMEOUT_S
     ├── ClientLeft                      499: the client left before its request body was read
     ├── TooManyJobs                     429: CONVEYOR_MAX_RUNNING_JOBS jobs run (Retry-After)
     └── Unavailable                     503: the job store cannot be reached
@@ -24,6 +25,7 @@ from typing import Any
 from conveyor_core import ConveyorError
 
 __all__ = [
+    "BodyTimeout",
     "BodyTooLarge",
     "ClientLeft",
     "InvalidInput",
@@ -107,6 +109,16 @@ class InvalidInput(ServiceError):
     """Malformed JSON, a bad field or parameter, or items that fail the input schema."""
 
     status_code = 422
+
+
+class BodyTimeout(ServiceError):
+    """The JSON request body did not arrive within CONVEYOR_BODY_TIMEOUT_S (a slow client)."""
+
+    status_code = 408
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Connection": "close"}
 
 
 class ClientLeft(ServiceError):

@@ -15,7 +15,7 @@ from starlette.requests import ClientDisconnect
 from app.api.body import parse_run_body
 from app.api.models import Mode, RunRequest
 from app.core.config import Settings
-from app.errors import BodyTooLarge, ClientLeft, TooManyItems, Unauthorized
+from app.errors import BodyTimeout, BodyTooLarge, ClientLeft, TooManyItems, Unauthorized
 from app.jobs import JobRunner, JobStore
 from app.metrics import Metrics
 from app.pipelines import PipelineEntry, Registry
@@ -91,20 +91,27 @@ ModeQuery = Annotated[
 ]
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int, timeout_s: float = 60.0) -> bytes:
     """The request body, refused (413) past `limit` bytes: at once when its Content-Length says
-    so, else as soon as that many bytes have arrived (nothing more is read)."""
+    so, else as soon as that many bytes have arrived (nothing more is read); and refused (408)
+    when it has not all arrived within `timeout_s`."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
     chunks: list[bytes] = []
     size = 0
     try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise _too_large(limit)
-            chunks.append(chunk)
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise _too_large(limit)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise BodyTimeout(
+            f"the request body did not arrive within {timeout_s}s (CONVEYOR_BODY_TIMEOUT_S): "
+            f"{size} bytes came"
+        ) from None
     except ClientDisconnect:
         raise ClientLeft(f"the client left after {size} bytes of its request body") from None
     return b"".join(chunks)
@@ -119,7 +126,7 @@ def _too_large(limit: int) -> BodyTooLarge:
 async def get_run_request(request: Request) -> RunRequest:
     """The JSON body `{"items": [...], "mode": ...}`, whatever its Content-Type says."""
     settings = get_services(request).settings
-    body = await read_body(request, settings.max_body_bytes)
+    body = await read_body(request, settings.max_body_bytes, settings.body_timeout_s)
     return await parse_run_body(
         body, max_items=settings.max_items, max_item_bytes=settings.max_item_bytes
     )

@@ -61,6 +61,20 @@ class Settings(BaseSettings):
     send_timeout_s: float = Field(
         default=30.0, gt=0, description="a stream whose client takes longer to accept a write ends"
     )
+    max_connections: int = Field(
+        default=4096,
+        ge=1,
+        description="conveyor serve: concurrent connections; a request beyond them gets 503",
+    )
+    header_timeout_s: float = Field(
+        default=10.0, gt=0, description="conveyor serve: a request's headers must arrive in this"
+    )
+    body_timeout_s: float = Field(
+        default=60.0, gt=0, description="a JSON request body must arrive within this (408)"
+    )
+    keep_alive_s: int = Field(
+        default=5, ge=1, description="conveyor serve: an idle kept-alive connection is closed"
+    )
     log_level: LogLevel = "info"
     redis_url: str | None = None
     store_timeout_s: float = Field(

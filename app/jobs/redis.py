@@ -172,9 +172,7 @@ class RedisJobStore(JobStore):
         while True:
             # catching up: a script call returns many events as one JSON array
             if follow:  # a follower rides through an outage, for `retry_s`
-                status, events, count = await self._retrying(
-                    backoff, self._read_bulk, job_id, last
-                )
+                status, events, count = await self._retrying(backoff, self._read_bulk, job_id, last)
             else:  # a snapshot (results) is a request's: bounded
                 async with self._bounded():
                     status, events, count = await self._read_bulk(job_id, last)
