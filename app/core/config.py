@@ -75,6 +75,11 @@ class Settings(BaseSettings):
     keep_alive_s: int = Field(
         default=5, ge=1, description="conveyor serve: an idle kept-alive connection is closed"
     )
+    stream_buffer_bytes: int = Field(
+        default=1 << 20,
+        ge=1,
+        description="bytes of a stream's events waiting between its run and a slow socket",
+    )
     log_level: LogLevel = "info"
     redis_url: str | None = None
     store_timeout_s: float = Field(

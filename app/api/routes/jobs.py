@@ -99,6 +99,7 @@ async def job_events(
         sse=wants_sse(request.headers.get("accept")),
         ping=settings.sse_ping_s,
         send_timeout=settings.send_timeout_s,
+        buffer_bytes=settings.stream_buffer_bytes,
         shutdown=Shutdown(services.stopping, settle=partial(_local_jobs_ended, services.runner)),
     )
 

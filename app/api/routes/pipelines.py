@@ -112,7 +112,11 @@ async def stream(
     settings = services.settings
     sse = wants_sse(request.headers.get("accept"))
     respond = partial(
-        event_response, sse=sse, ping=settings.sse_ping_s, send_timeout=settings.send_timeout_s
+        event_response,
+        sse=sse,
+        ping=settings.sse_ping_s,
+        send_timeout=settings.send_timeout_s,
+        buffer_bytes=settings.stream_buffer_bytes,
     )
     if _is_ndjson(request.headers.get("content-type")):
         body = BodyChannel()
