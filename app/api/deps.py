@@ -91,14 +91,14 @@ ModeQuery = Annotated[
 ]
 
 
-async def read_body(request: Request, limit: int, timeout_s: float = 60.0) -> bytes:
+async def read_body(request: Request, limit: int, timeout_s: float = 60.0) -> bytearray:
     """The request body, refused (413) past `limit` bytes: at once when its Content-Length says
     so, else as soon as that many bytes have arrived (nothing more is read); and refused (408)
     when it has not all arrived within `timeout_s`."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
-    chunks: list[bytes] = []
+    body = bytearray()  # grown in place: no copy of the whole body at the end
     size = 0
     try:
         async with asyncio.timeout(timeout_s):
@@ -106,7 +106,7 @@ async def read_body(request: Request, limit: int, timeout_s: float = 60.0) -> by
                 size += len(chunk)
                 if size > limit:
                     raise _too_large(limit)
-                chunks.append(chunk)
+                body += chunk
     except TimeoutError:
         raise BodyTimeout(
             f"the request body did not arrive within {timeout_s}s (CONVEYOR_BODY_TIMEOUT_S): "
@@ -114,7 +114,7 @@ async def read_body(request: Request, limit: int, timeout_s: float = 60.0) -> by
         ) from None
     except ClientDisconnect:
         raise ClientLeft(f"the client left after {size} bytes of its request body") from None
-    return b"".join(chunks)
+    return body
 
 
 def _too_large(limit: int) -> BodyTooLarge:

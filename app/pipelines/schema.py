@@ -28,7 +28,7 @@ STEP_BYTES = 256 << 10  # items validated at once; then other requests get the e
 _OVERFLOW_HINT = (re.compile(rb"[eE]|\d{309}"), re.compile(r"[eE]|\d{309}"))  # bytes, str
 
 
-def decode_json(text: bytes | str) -> Any:
+def decode_json(text: bytes | bytearray | str) -> Any:
     """A JSON value as the service takes it; ValueError (`malformed JSON: ...`) otherwise.
 
     Strict JSON: `NaN`, `Infinity` are refused, and so is a number that has no finite double
@@ -94,20 +94,18 @@ class ItemType:
             return items
         out: list[Any] = []
         errors: list[dict[str, Any]] = []
-        parts = [dumps(item) for item in items]
-        start = 0
-        while start < len(parts):
-            end, size = start, 0
-            while end < len(parts) and (end == start or size + len(parts[end]) <= STEP_BYTES):
-                size += len(parts[end]) + 1
-                end += 1
-            if start:
-                await asyncio.sleep(0)
-            try:
-                out += self._many.validate_json(b"[%s]" % b",".join(parts[start:end]), strict=True)
-            except ValidationError as exc:
-                errors += item_errors(exc, offset=start)
-            start = end
+        start, parts, size = 0, [], 0
+        for position, item in enumerate(items):  # encoded and validated STEP_BYTES at a time
+            parts.append(dumps(item))
+            size += len(parts[-1]) + 1
+            if size >= STEP_BYTES or position == len(items) - 1:
+                try:
+                    out += self._many.validate_json(b"[%s]" % b",".join(parts), strict=True)
+                except ValidationError as exc:
+                    errors += item_errors(exc, offset=start)
+                start, parts, size = position + 1, [], 0
+                if start < len(items):
+                    await asyncio.sleep(0)
         if errors:
             positions = sorted({e["position"] for e in errors})
             raise InvalidInput(
