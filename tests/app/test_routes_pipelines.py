@@ -367,6 +367,24 @@ async def test_invoke_of_an_unencodable_result_answers_a_failed_run(
 # Bodies far larger than any valid request are refused before they are read
 
 
+def _post_scope(path: str, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+    """The ASGI scope of a JSON POST to `path`."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"test"), (b"content-type", b"application/json"), *headers],
+        "client": ("127.0.0.1", 1),
+        "server": ("test", 80),
+    }
+
+
 async def _asgi_post(
     app: Any, path: str, headers: list[tuple[bytes, bytes]], chunks: Iterator[bytes]
 ) -> tuple[int, dict[str, Any], int]:
@@ -386,21 +404,7 @@ async def _asgi_post(
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"test"), (b"content-type", b"application/json"), *headers],
-        "client": ("127.0.0.1", 1),
-        "server": ("test", 80),
-    }
-    await asyncio.wait_for(app(scope, receive, send), 10)
+    await asyncio.wait_for(app(_post_scope(path, headers), receive, send), 10)
     status = next(m["status"] for m in sent if m["type"] == "http.response.start")
     body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
     return status, json.loads(body), read
@@ -453,20 +457,7 @@ async def test_a_client_leaving_in_the_middle_of_its_body_is_no_500(
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": f"/pipelines/echo/{route}",
-        "raw_path": f"/pipelines/echo/{route}".encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"test"), (b"content-type", b"application/json")],
-        "client": ("127.0.0.1", 1),
-        "server": ("test", 80),
-    }
+    scope = _post_scope(f"/pipelines/echo/{route}", [])
     async with app.router.lifespan_context(app):
         await asyncio.wait_for(app(scope, receive, send), 10)
         metrics = app.state.services.metrics.render().decode()
