@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(settings.log_level)
     from app.main import begin_shutdown, create_app
+    from app.server import server_options
 
     try:  # fail fast, and clearly, on a bad CONVEYOR_PIPELINES module
         app = create_app(settings)
@@ -76,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         log_config=log_config(settings.log_level),
         access_log=False,  # the service logs each request itself, with its request id
         timeout_graceful_shutdown=SHUTDOWN_TIMEOUT_S,
+        **server_options(settings),  # connection cap, header deadline (app/server.py)
     )
     server = Server(config, on_exit=lambda: begin_shutdown(app))
     with contextlib.suppress(KeyboardInterrupt):

@@ -10,11 +10,12 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import ValidationError
+from starlette.requests import ClientDisconnect
 
+from app.api.body import parse_run_body
 from app.api.models import Mode, RunRequest
 from app.core.config import Settings
-from app.errors import BodyTooLarge, InvalidInput, TooManyItems, Unauthorized
+from app.errors import BodyTimeout, BodyTooLarge, ClientLeft, TooManyItems, Unauthorized
 from app.jobs import JobRunner, JobStore
 from app.metrics import Metrics
 from app.pipelines import PipelineEntry, Registry
@@ -26,6 +27,7 @@ __all__ = [
     "RunRequestDep",
     "Services",
     "ServicesDep",
+    "key_matches",
     "validated_items",
 ]
 
@@ -61,9 +63,14 @@ def require_api_key(
     keys = services.settings.api_keys
     if not keys:
         return
-    given = credentials.credentials.encode() if credentials else b""
-    if not any(hmac.compare_digest(given, key.encode()) for key in keys):
+    if not key_matches(keys, credentials.credentials if credentials else ""):
         raise Unauthorized("missing or invalid API key: send Authorization: Bearer <key>")
+
+
+def key_matches(keys: list[str], given: str) -> bool:
+    """True when `given` is one of `keys` (compared in constant time)."""
+    data = given.encode()
+    return any(hmac.compare_digest(data, key.encode()) for key in keys)
 
 
 ApiKey = Depends(require_api_key)
@@ -84,20 +91,30 @@ ModeQuery = Annotated[
 ]
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int, timeout_s: float = 60.0) -> bytearray:
     """The request body, refused (413) past `limit` bytes: at once when its Content-Length says
-    so, else as soon as that many bytes have arrived (nothing more is read)."""
+    so, else as soon as that many bytes have arrived (nothing more is read); and refused (408)
+    when it has not all arrived within `timeout_s`."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
-    chunks: list[bytes] = []
+    body = bytearray()  # grown in place: no copy of the whole body at the end
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise _too_large(limit)
+                body += chunk
+    except TimeoutError:
+        raise BodyTimeout(
+            f"the request body did not arrive within {timeout_s}s (CONVEYOR_BODY_TIMEOUT_S): "
+            f"{size} bytes came"
+        ) from None
+    except ClientDisconnect:
+        raise ClientLeft(f"the client left after {size} bytes of its request body") from None
+    return body
 
 
 def _too_large(limit: int) -> BodyTooLarge:
@@ -108,31 +125,21 @@ def _too_large(limit: int) -> BodyTooLarge:
 
 async def get_run_request(request: Request) -> RunRequest:
     """The JSON body `{"items": [...], "mode": ...}`, whatever its Content-Type says."""
-    services = get_services(request)
-    body = await read_body(request, services.settings.max_body_bytes)
-    try:
-        return RunRequest.model_validate_json(body)
-    except ValidationError as exc:
-        errors = exc.errors(include_url=False, include_input=False)
-        if errors and errors[0]["type"] == "json_invalid":
-            message = f"malformed JSON body: {errors[0]['ctx']['error']}"
-        else:
-            message = 'the body must be {"items": [...], "mode": "ordered" | "as_completed"}'
-        raise InvalidInput(message, errors=_plain(errors)) from None
+    settings = get_services(request).settings
+    body = await read_body(request, settings.max_body_bytes, settings.body_timeout_s)
+    return await parse_run_body(
+        body, max_items=settings.max_items, max_item_bytes=settings.max_item_bytes
+    )
 
 
 RunRequestDep = Annotated[RunRequest, Depends(get_run_request)]
 
 
-def validated_items(entry: PipelineEntry, items: list[Any], settings: Settings) -> list[Any]:
+async def validated_items(entry: PipelineEntry, items: list[Any], settings: Settings) -> list[Any]:
     """The items as the pipeline takes them: 413 over the limit, 422 off the schema."""
     if len(items) > settings.max_items:
         raise TooManyItems(
             f"{len(items)} items; the limit is {settings.max_items} per request",
             limit=settings.max_items,
         )
-    return entry.input.validate_many(items)
-
-
-def _plain(errors: list[Any]) -> list[dict[str, Any]]:
-    return [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in errors]
+    return await entry.input.validate_many(items)
