@@ -6,6 +6,7 @@ from ._errors import (
     InvalidRunError,
     PipelineDefinitionError,
     StreamConsumedError,
+    WorkerLost,
 )
 from ._events import (
     EndEvent,
@@ -16,8 +17,10 @@ from ._events import (
     RunStats,
     describe_error,
 )
+from ._executors import CallTarget, Executor, ThreadExecutor
 from ._pipeline import AsyncStream, Pipeline, as_pipeline
 from ._policy import ErrorHandler, LoggingErrorHandler, RetryConfig
+from ._process import ProcessExecutor
 from ._run import DEFAULT_MAX_IN_FLIGHT
 from ._stage import Stage, StreamItemError, StreamTask
 from ._tasks import BatchTask, SingleTask, Task, batch_task, single_task
@@ -25,17 +28,20 @@ from ._tasks import BatchTask, SingleTask, Task, batch_task, single_task
 __all__ = [
     "AsyncStream",
     "BatchTask",
+    "CallTarget",
     "ConveyorError",
     "DEFAULT_MAX_IN_FLIGHT",
     "EndEvent",
     "ErrorHandler",
     "Event",
+    "Executor",
     "InvalidRunError",
     "ItemErrorEvent",
     "LoggingErrorHandler",
     "Pipeline",
     "PipelineContext",
     "PipelineDefinitionError",
+    "ProcessExecutor",
     "ResultEvent",
     "RetryConfig",
     "RunErrorEvent",
@@ -46,6 +52,8 @@ __all__ = [
     "StreamItemError",
     "StreamTask",
     "Task",
+    "ThreadExecutor",
+    "WorkerLost",
     "as_pipeline",
     "batch_task",
     "describe_error",

@@ -115,7 +115,7 @@ class _StageRun:
         self.name = task.name
         self.call = call
         self.policy: StagePolicy = task.policy
-        self.limit = task.concurrency_limit
+        self.limit = task.effective_concurrency_limit
         self.active = 0
         self.parked: deque[Work] = deque()
         self.is_batch = isinstance(task, BatchTask)
