@@ -24,7 +24,9 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import itertools
+import logging
 import os
+import re
 import threading
 from typing import Any, NoReturn
 
@@ -41,6 +43,8 @@ LOCAL_RAY: dict[str, Any] = {
 }
 """What `connect()` gives `ray.init` when it starts a local Ray (plus `num_cpus`: the CPUs)."""
 
+logger = logging.getLogger("conveyor_core")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _connect_lock = threading.Lock()
 _remote_lock = threading.Lock()
 _remotes: dict[str, Any] = {}
@@ -97,12 +101,6 @@ class _RayExecutor(Executor):
             cache.append(ray.put((target.args, target.kwargs)))
         return cache[0]
 
-    async def _stopped(self, ref: Any) -> bool:
-        """Cancel the call of `ref` on the cluster; wait until it ended, up to the grace time."""
-        ray = _import_ray()
-        ray.cancel(ref)
-        return await _ended(ref, self.cancel_grace_s)
-
 
 class RayTasks(_RayExecutor):
     """Each call a Ray task (`num_cpus`, `num_gpus` and `options` as `ray.remote` takes them).
@@ -147,9 +145,14 @@ class RayTasks(_RayExecutor):
             try:
                 return await asyncio.wrap_future(ref.future())
             except asyncio.CancelledError:
-                if not await self._stopped(ref):
-                    ray.cancel(ref, force=True)  # it does not stop: its worker is killed
-                    await _ended(ref, self.cancel_grace_s)
+                ray.cancel(ref)  # not started: dropped; running: interrupted
+                if not await _ended(ref, self.cancel_grace_s):
+                    logger.info(
+                        "%s: a cancelled Ray task goes on: its worker is killed", target.name
+                    )
+                    ray.cancel(ref, force=True)
+                    if not await _ended(ref, self.cancel_grace_s):
+                        logger.warning("%s: a cancelled Ray task did not end", target.name)
                 raise
             except ray.exceptions.RayError as exc:
                 _raise(exc, target.name, "Ray task worker")
@@ -236,11 +239,14 @@ class _ActorPool:
         self.actors: list[Any] = [None] * executor.replicas
         self.load = [0] * executor.replicas
         self.recycled: set[Any] = set()  # actors killed here: their calls are sent again
+        self.ids = itertools.count(1)
 
     def _actor(self, index: int) -> Any:
         actor = self.actors[index]
         if actor is None:
-            actor_class = _remote("actor", Replica).options(**self.executor.options)
+            # `Replica.abandon` runs in its own group, at once, whatever the actor is doing
+            actor_class = _remote("actor", Replica, concurrency_groups={"control": 1})
+            actor_class = actor_class.options(**self.executor.options)
             actor = self.actors[index] = actor_class.remote(self.payload)
         return actor
 
@@ -253,14 +259,14 @@ class _ActorPool:
         for sent in itertools.count():
             index = min(range(len(self.load)), key=self.load.__getitem__)
             actor = self._actor(index)
+            call_id = next(self.ids)
             self.load[index] += 1
             try:
-                ref = actor.call.remote(item, side)
+                ref = actor.call.remote(call_id, item, side)
                 try:
                     return await asyncio.wrap_future(ref.future())
                 except asyncio.CancelledError:
-                    if not await self.executor._stopped(ref):
-                        self._kill(index, actor)  # it does not stop: the actor goes
+                    await self._abandon(index, actor, call_id, ref)
                     raise
             except ray.exceptions.RayActorError as exc:
                 self._replace(index, actor)
@@ -272,6 +278,23 @@ class _ActorPool:
             finally:
                 self.load[index] -= 1
         raise AssertionError("unreachable")
+
+    async def _abandon(self, index: int, actor: Any, call_id: int, ref: Any) -> None:
+        """Stop a cancelled call: skipped if it has not started, else given the grace time,
+        then its actor is killed. (Not `ray.cancel`: cancelling an actor call that was not
+        sent yet leaves the actor waiting for it, and stalls its next calls for 30 s.)"""
+        ray = _import_ray()
+        grace = self.executor.cancel_grace_s
+        control = actor.abandon.options(concurrency_group="control")
+        try:
+            running = await asyncio.wait_for(
+                asyncio.wrap_future(control.remote(call_id).future()), grace + 1.0
+            )
+        except (ray.exceptions.RayError, TimeoutError):
+            running = True  # the actor does not answer: it goes
+        if running and not await _ended(ref, grace):
+            logger.info("%s: a cancelled call goes on: its Ray actor is killed", self.name)
+            self._kill(index, actor)
 
     def _kill(self, index: int, actor: Any) -> None:
         self.recycled.add(actor)
@@ -302,18 +325,21 @@ def _raise(exc: BaseException, stage: str, worker: str) -> NoReturn:
     if isinstance(exc, ray.exceptions.RayTaskError):
         cause = exc.cause
         if isinstance(cause, Exception) and not isinstance(cause, ray.exceptions.RayError):
-            cause.add_note(f"raised in a {worker} of stage {stage!r}: {exc}")
+            remote = _ANSI.sub("", str(exc))  # Ray's header and the remote traceback
+            cause.add_note(f"raised in a {worker} of stage {stage!r}: {remote}")
             raise cause from None
     line = describe_error(exc).splitlines()[0]
     raise WorkerLost(f"stage {stage!r}: the {worker} running the call was lost ({line})") from exc
 
 
-def _remote(kind: str, body: Any) -> Any:
-    """`ray.remote(body)`, made once per process."""
+def _remote(kind: str, body: Any, **options: Any) -> Any:
+    """`ray.remote(**options)(body)`, made once per process."""
     with _remote_lock:
         made = _remotes.get(kind)
         if made is None:
-            made = _remotes[kind] = _import_ray().remote(body)
+            made = _remotes[kind] = (
+                _import_ray().remote(**options)(body) if options else (_import_ray().remote(body))
+            )
         return made
 
 

@@ -133,8 +133,11 @@ def ticking(seconds: float, where: str) -> float:
 
 
 def ticking_or_failing(seconds: float, where: str) -> float:
-    """Fails after -`seconds` on a negative item; ticks otherwise (see `ticking`)."""
+    """A negative item fails, -`seconds` after another call began ticking; others tick."""
     if seconds < 0:
+        deadline = time.monotonic() + 60
+        while not any(Path(where).glob("tick-*")) and time.monotonic() < deadline:
+            time.sleep(0.02)
         time.sleep(-seconds)
         raise ValueError(f"negative: {seconds}")
     return ticking(seconds, where)
@@ -240,6 +243,12 @@ def last_tick(where: str) -> float:
     return max(ticks, default=0.0)
 
 
-def finished(where: str, seconds: float = 3.0) -> list[str]:
+def finished(where: str, seconds: float) -> list[str]:
     """The calls of `seconds` that ended in `where`."""
     return sorted(p.name for p in Path(where).glob(f"done-{seconds}-*"))
+
+
+def ticking_pair(pair: list[Any]) -> float:
+    """`ticking(seconds, where)` for an item `[seconds, where]` (a service's JSON input)."""
+    seconds, where = pair
+    return ticking(float(seconds), str(where))

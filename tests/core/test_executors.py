@@ -37,6 +37,7 @@ from conveyor_core import (
 from tests.core import executor_tasks as et
 
 STOPPED_WITHIN_S = 2.0
+LONG = 30.0  # a call's natural length: one still ticking after STOPPED_WITHIN_S was not stopped
 
 
 @pytest.fixture(scope="module")
@@ -249,9 +250,9 @@ async def test_a_decorated_class_is_instantiated_once_per_worker() -> None:
 
 
 async def assert_stopped(where: Path, cancelled_at: float) -> None:
-    """Wait past the calls' natural end: none may have ticked 2 s after the cancellation."""
-    await asyncio.sleep(3.5 - (time.time() - cancelled_at))
-    assert et.finished(str(where)) == []
+    """No call may tick (every 0.05 s while it runs) 2 s after the cancellation."""
+    await asyncio.sleep(STOPPED_WITHIN_S + 0.5 - (time.time() - cancelled_at))
+    assert et.finished(str(where), LONG) == []
     assert et.last_tick(str(where)) > 0  # they did start
     assert et.last_tick(str(where)) < cancelled_at + STOPPED_WITHIN_S
 
@@ -267,16 +268,16 @@ async def started(where: Path, count: int = 1) -> None:
 
 
 async def cancel_run(task: Any, how: str, where: Path) -> float:
-    """Start a run of `task` with calls of 3 s, cancel it `how`; the time it was cancelled."""
+    """Start a run of `task` with long calls, cancel it `how`; the time it was cancelled."""
     if how == "fail":  # the item -0.5 fails after 0.5 s, while the other is running
         with pytest.raises(ValueError, match="negative"):
-            await task([3.0, -0.5]).collect()
+            await task([LONG, -0.5]).collect()
         return time.time()
     if how == "break":
-        async for _ in task([0.2, 3.0, 3.0]):
-            break  # the 3 s calls are running
+        async for _ in task([0.2, LONG, LONG]):
+            break  # the long calls are running
         return time.time()
-    stream = task([3.0, 3.0])
+    stream = task([LONG, LONG])
     consumer = asyncio.ensure_future(stream.collect())
     await started(where, 2)
     cancelled_at = time.time()
@@ -305,7 +306,7 @@ async def test_a_call_that_ignores_interruption_has_its_worker_killed(tmp_path: 
         stubborn = SingleTask(et.stubborn, executor=executor).with_inputs(str(tmp_path / "a"))
         other = SingleTask(et.square, executor=executor)
         (tmp_path / "a").mkdir()
-        stream = stubborn([3.0])
+        stream = stubborn([LONG])
         consumer = asyncio.ensure_future(stream.collect())
         await started(tmp_path / "a")
         cancelled_at = time.time()
