@@ -165,7 +165,10 @@ class RayActors(_RayExecutor):
     class is instantiated once per actor: load models in `__init__`), running
     `max_concurrency` calls at once: at most `replicas x max_concurrency` calls of a stage at
     once in a run. A call goes to the actor with the fewest calls in flight. An actor that dies
-    is replaced by a new one. `actor_handles()` lists the live actors."""
+    is replaced by a new one. Each task that uses this executor gets its own `replicas` actors,
+    which hold their CPUs and GPUs until `aclose()`; a new actor that cannot start within
+    `start_timeout_s` (the cluster lacks the resources) fails its call with `WorkerLost`.
+    `actor_handles()` lists the live actors."""
 
     def __init__(
         self,
@@ -177,6 +180,7 @@ class RayActors(_RayExecutor):
         address: str | None = None,
         cancel_grace_s: float = 1.0,
         max_resends: int = 2,
+        start_timeout_s: float = 120.0,
         options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(
@@ -193,6 +197,9 @@ class RayActors(_RayExecutor):
         self.max_concurrency = max_concurrency
         self.max_in_flight = replicas * max_concurrency
         self.max_resends = max_resends
+        if not start_timeout_s > 0:
+            raise PipelineDefinitionError(f"start_timeout_s must be > 0, got {start_timeout_s!r}")
+        self.start_timeout_s = start_timeout_s
         self.options["max_concurrency"] = max_concurrency
         self._pools: dict[tuple[int, int], _ActorPool] = {}
         self._lock = threading.Lock()
@@ -237,6 +244,7 @@ class _ActorPool:
         self.target = target
         self.payload = Payload(target.func, target.instance, target.is_class, False)
         self.actors: list[Any] = [None] * executor.replicas
+        self.ready: list[Any] = [None] * executor.replicas  # a new actor's ready call
         self.load = [0] * executor.replicas
         self.recycled: set[Any] = set()  # actors killed here: their calls are sent again
         self.ids = itertools.count(1)
@@ -248,11 +256,31 @@ class _ActorPool:
             actor_class = _remote("actor", Replica, concurrency_groups={"control": 1})
             actor_class = actor_class.options(**self.executor.options)
             actor = self.actors[index] = actor_class.remote(self.payload)
+            self.ready[index] = actor.abandon.options(concurrency_group="control").remote(0)
         return actor
+
+    async def _started(self, index: int, actor: Any) -> None:
+        """Wait until a new actor runs (its constructor ended), up to `start_timeout_s`: an
+        actor the cluster cannot place (too few CPUs or GPUs left) would wait forever."""
+        ready = self.ready[index]
+        if ready is None:
+            return
+        timeout = self.executor.start_timeout_s
+        done, _ = await asyncio.wait({asyncio.wrap_future(ready.future())}, timeout=timeout)
+        if not done:
+            self._kill(index, actor)
+            options = {k: self.executor.options[k] for k in ("num_cpus", "num_gpus")}
+            raise WorkerLost(
+                f"stage {self.name!r}: a Ray actor did not start within {timeout:g} s: does the "
+                f"cluster have {options} free for each of the {len(self.actors)} replicas?"
+            )
+        done.pop().result()  # a constructor that raised: the actor died (RayActorError)
+        if self.actors[index] is actor:
+            self.ready[index] = None
 
     def _replace(self, index: int, actor: Any) -> None:
         if self.actors[index] is actor:
-            self.actors[index] = None
+            self.actors[index] = self.ready[index] = None
 
     async def call(self, item: Any, side: Any) -> Any:
         ray = _import_ray()
@@ -262,6 +290,7 @@ class _ActorPool:
             call_id = next(self.ids)
             self.load[index] += 1
             try:
+                await self._started(index, actor)
                 ref = actor.call.remote(call_id, item, side)
                 try:
                     return await asyncio.wrap_future(ref.future())

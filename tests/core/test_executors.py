@@ -384,3 +384,50 @@ async def test_stage_timer_measures_remote_calls(pool: ProcessExecutor) -> None:
     assert len([e async for e in events]) == 4
     assert [stage for stage, _ in timings] == ["square"] * 3
     assert all(duration > 0 for _, duration in timings)
+
+
+class FakeRay:
+    """Stands in for the ray module in `connect`: records what `ray.init` was given."""
+
+    def __init__(self, initialized: bool = False) -> None:
+        self.initialized = initialized
+        self.inits: list[dict[str, Any]] = []
+
+    def is_initialized(self) -> bool:
+        return self.initialized
+
+    def init(self, **options: Any) -> None:
+        self.inits.append(options)
+        self.initialized = True
+
+
+@pytest.mark.parametrize(
+    ("address", "environment", "expected"),
+    [
+        ("ray://head:10001", None, {"address": "ray://head:10001"}),
+        (None, "10.0.0.5:6379", {"address": "10.0.0.5:6379"}),
+        (None, None, {"num_cpus": os.cpu_count(), "include_dashboard": False}),
+    ],
+)
+def test_connect_joins_the_given_cluster_or_starts_a_local_ray(
+    monkeypatch: pytest.MonkeyPatch,
+    address: str | None,
+    environment: str | None,
+    expected: dict[str, Any],
+) -> None:
+    import conveyor_core.ray as cray
+
+    fake = FakeRay()
+    monkeypatch.setattr(cray, "_import_ray", lambda: fake)
+    if environment is None:
+        monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    else:
+        monkeypatch.setenv("RAY_ADDRESS", environment)
+    cray.connect(address)
+    cray.connect(address)  # connected: nothing more
+    (options,) = fake.inits
+    assert expected.items() <= options.items()
+    if "address" in expected:
+        assert set(options) == {"address"}
+    else:
+        assert options["object_store_memory"] == cray.LOCAL_RAY["object_store_memory"]

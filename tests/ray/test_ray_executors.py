@@ -202,3 +202,16 @@ async def test_a_stubborn_actor_call_is_stopped_by_killing_its_actor(tmp_path: P
         await assert_stopped(tmp_path, cancelled_at)
         square = SingleTask(et.square, executor=executor)
         assert await square(range(3)).collect() == [0, 1, 4]  # on a new actor
+
+
+async def test_an_actor_the_cluster_cannot_place_fails_clearly() -> None:
+    executor = RayActors(1, num_cpus=64, start_timeout_s=1.0)
+    events = SingleTask(et.square, executor=executor, on_error="skip_item").events([1])
+    async with closing(executor):
+        collected = [event async for event in events]
+    (error,) = [event for event in collected if isinstance(event, ItemErrorEvent)]
+    assert error.error.startswith(
+        "WorkerLost: stage 'square': a Ray actor did not start within 1 s: does the cluster "
+        "have {'num_cpus': 64, 'num_gpus': 0} free"
+    )
+    assert isinstance(collected[-1], EndEvent) and collected[-1].status == "succeeded"
