@@ -50,7 +50,7 @@ def burn(loops: int) -> int:
     return n
 
 
-def spin(batch: list[int], loops: int) -> int:
+def spin(batch: list[int], loops: int = 0) -> int:
     """A batch of pure-Python CPU work (the GIL held throughout)."""
     burn(loops)
     return sum(batch)
@@ -62,7 +62,8 @@ def ticking_work(x: float, where: str) -> float:
     end = time.monotonic() + x
     while time.monotonic() < end:
         burn(20_000)
-        tick.write_text(str(time.time()))
+        tick.with_suffix(".new").write_text(str(time.time()))
+        os.replace(tick.with_suffix(".new"), tick)  # whole, even when killed mid-write
     return x
 
 
@@ -96,7 +97,6 @@ async def per_call_ms(executor: Executor | None, calls: int) -> float:
     """A trivial batch, one call at a time (the same stage function as `batch_rate`, so that
     Ray actors are the same ones: each task gets actors of its own)."""
     task = BatchTask(spin, max_size=ITEMS_PER_BATCH, executor=executor, concurrency_limit=1)
-    task = task.with_inputs(0)
     items = range(calls * ITEMS_PER_BATCH)
     start = time.perf_counter()
     assert len(await task(items).collect()) == calls
@@ -124,7 +124,7 @@ async def cancel_figures(executor: Executor) -> tuple[float, float]:
 
 
 def ticks(where: str) -> list[float]:
-    return [float(path.read_text() or 0) for path in Path(where).glob("tick-*")]
+    return [float(path.read_text()) for path in Path(where).glob("tick-*") if not path.suffix]
 
 
 async def warm(executor: Executor, loops: int) -> float:

@@ -33,7 +33,7 @@ from typing import Any, NoReturn
 from ._errors import PipelineDefinitionError, WorkerLost
 from ._events import describe_error
 from ._executors import RAY_HINT, Call, CallTarget, Executor
-from ._remote import Payload, Replica, run_bound
+from ._remote import Payload, run_bound
 
 __all__ = ["LOCAL_RAY", "RayActors", "RayTasks", "connect"]
 
@@ -94,11 +94,12 @@ class _RayExecutor(Executor):
             await asyncio.to_thread(connect, self.address)
         return ray
 
-    async def _side(self, target: CallTarget, cache: list[Any]) -> Any:
-        """The run's side inputs in Ray's object store, put there once per run."""
+    async def _shared(self, target: CallTarget, value: Any, cache: list[Any]) -> Any:
+        """`value` as each call of the run sends it: put in Ray's object store once per run
+        when the run has side inputs (they may be large), else as it is (a fetch saved)."""
         ray = await self._connect()
         if not cache:
-            cache.append(ray.put((target.args, target.kwargs)))
+            cache.append(ray.put(value) if target.args or target.kwargs else value)
         return cache[0]
 
 
@@ -138,12 +139,11 @@ class RayTasks(_RayExecutor):
         cache: list[Any] = []
 
         async def call(item: Any) -> Any:
-            ray = await self._connect()
-            if not cache:
-                cache.append(ray.put((payload, target.args, target.kwargs)))
-            ref = _remote("task", run_bound).options(**self.options).remote(cache[0], item)
+            bound = await self._shared(target, (payload, target.args, target.kwargs), cache)
+            ray = _import_ray()
+            ref = _remote("task", run_bound).options(**self.options).remote(bound, item)
             try:
-                return await asyncio.wrap_future(ref.future())
+                return await _outcome(ref)
             except asyncio.CancelledError:
                 ray.cancel(ref)  # not started: dropped; running: interrupted
                 if not await _ended(ref, self.cancel_grace_s):
@@ -216,7 +216,7 @@ class RayActors(_RayExecutor):
         cache: list[Any] = []
 
         async def call(item: Any) -> Any:
-            side = await self._side(target, cache)
+            side = await self._shared(target, (target.args, target.kwargs), cache)
             return await pool.call(item, side)
 
         return call
@@ -253,10 +253,12 @@ class _ActorPool:
         actor = self.actors[index]
         if actor is None:
             # `Replica.abandon` runs in its own group, at once, whatever the actor is doing
+            from ._ray_replica import Replica
+
             actor_class = _remote("actor", Replica, concurrency_groups={"control": 1})
             actor_class = actor_class.options(**self.executor.options)
             actor = self.actors[index] = actor_class.remote(self.payload)
-            self.ready[index] = actor.abandon.options(concurrency_group="control").remote(0)
+            self.ready[index] = actor.abandon.remote(0)  # runs once the actor is constructed
         return actor
 
     async def _started(self, index: int, actor: Any) -> None:
@@ -266,8 +268,10 @@ class _ActorPool:
         if ready is None:
             return
         timeout = self.executor.start_timeout_s
-        done, _ = await asyncio.wait({asyncio.wrap_future(ready.future())}, timeout=timeout)
+        waiter = _outcome(ready)
+        done, _ = await asyncio.wait({waiter}, timeout=timeout)
         if not done:
+            waiter.cancel()
             self._kill(index, actor)
             options = {k: self.executor.options[k] for k in ("num_cpus", "num_gpus")}
             raise WorkerLost(
@@ -293,7 +297,7 @@ class _ActorPool:
                 await self._started(index, actor)
                 ref = actor.call.remote(call_id, item, side)
                 try:
-                    return await asyncio.wrap_future(ref.future())
+                    return await _outcome(ref)
                 except asyncio.CancelledError:
                     await self._abandon(index, actor, call_id, ref)
                     raise
@@ -314,11 +318,8 @@ class _ActorPool:
         sent yet leaves the actor waiting for it, and stalls its next calls for 30 s.)"""
         ray = _import_ray()
         grace = self.executor.cancel_grace_s
-        control = actor.abandon.options(concurrency_group="control")
         try:
-            running = await asyncio.wait_for(
-                asyncio.wrap_future(control.remote(call_id).future()), grace + 1.0
-            )
+            running = await asyncio.wait_for(_outcome(actor.abandon.remote(call_id)), grace + 1.0)
         except (ray.exceptions.RayError, TimeoutError):
             running = True  # the actor does not answer: it goes
         if running and not await _ended(ref, grace):
@@ -336,9 +337,36 @@ class _ActorPool:
                 self._kill(index, actor)
 
 
+def _outcome(ref: Any) -> asyncio.Future[Any]:
+    """A future of this loop with the outcome of `ref`'s call. Hand-written, not
+    `asyncio.wrap_future(ref.future())`: that cancels Ray's future when the await is
+    cancelled, which Ray's client (`ray://`) does not expect (its thread then fails)."""
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[Any] = loop.create_future()
+
+    def settle(outcome: Any) -> None:
+        if waiter.done():  # the await was cancelled meanwhile
+            return
+        if outcome.cancelled():
+            waiter.cancel()
+        elif outcome.exception() is not None:
+            waiter.set_exception(outcome.exception())
+        else:
+            waiter.set_result(outcome.result())
+
+    def done(outcome: Any) -> None:  # in Ray's thread
+        try:
+            loop.call_soon_threadsafe(settle, outcome)
+        except RuntimeError:  # the loop is closed: nobody waits any more
+            pass
+
+    ref.future().add_done_callback(done)
+    return waiter
+
+
 async def _ended(ref: Any, grace: float) -> bool:
     """Whether the call of `ref` ended (in any way) within `grace` seconds."""
-    waiter = asyncio.wrap_future(ref.future())
+    waiter = _outcome(ref)
     done, _ = await asyncio.wait({waiter}, timeout=grace)
     if not done:
         waiter.cancel()
@@ -357,8 +385,9 @@ def _raise(exc: BaseException, stage: str, worker: str) -> NoReturn:
             remote = _ANSI.sub("", str(exc))  # Ray's header and the remote traceback
             cause.add_note(f"raised in a {worker} of stage {stage!r}: {remote}")
             raise cause from None
-    line = describe_error(exc).splitlines()[0]
-    raise WorkerLost(f"stage {stage!r}: the {worker} running the call was lost ({line})") from exc
+    lines = [line.strip() for line in _ANSI.sub("", describe_error(exc)).splitlines()]
+    why = lines[0] if lines[-1] in lines[:1] else f"{lines[0]} ... {lines[-1]}"  # the root cause
+    raise WorkerLost(f"stage {stage!r}: the {worker} running the call was lost ({why})") from exc
 
 
 def _remote(kind: str, body: Any, **options: Any) -> Any:

@@ -126,7 +126,8 @@ def ticking(seconds: float, where: str) -> float:
     tick = folder / f"tick-{os.getpid()}-{time.monotonic_ns()}"
     end = time.monotonic() + seconds
     while time.monotonic() < end:
-        tick.write_text(str(time.time()))
+        tick.with_suffix(".new").write_text(str(time.time()))
+        os.replace(tick.with_suffix(".new"), tick)  # whole, even when killed mid-write
         time.sleep(0.05)
     (folder / f"done-{seconds}-{tick.name}").touch()
     return seconds
@@ -237,9 +238,14 @@ def spin(batch: list[int], seconds: float) -> int:
     return sum(batch)
 
 
+def ticked(where: str) -> int:
+    """How many calls have ticked in `where`."""
+    return len([p for p in Path(where).glob("tick-*") if not p.suffix])
+
+
 def last_tick(where: str) -> float:
     """When any call last ticked in `where` (wall clock), 0.0 if none did."""
-    ticks = [float(p.read_text() or 0) for p in Path(where).glob("tick-*")]
+    ticks = [float(p.read_text()) for p in Path(where).glob("tick-*") if not p.suffix]
     return max(ticks, default=0.0)
 
 

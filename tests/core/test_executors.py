@@ -260,10 +260,7 @@ async def assert_stopped(where: Path, cancelled_at: float) -> None:
 async def started(where: Path, count: int = 1) -> None:
     """Wait until `count` calls have ticked in `where`."""
 
-    def ticked() -> int:
-        return len(list(where.glob("tick-*")))
-
-    while ticked() < count:  # noqa: ASYNC110 - the calls run elsewhere: only files tell
+    while et.ticked(str(where)) < count:  # noqa: ASYNC110 - the calls run elsewhere: only files tell
         await asyncio.sleep(0.02)
 
 

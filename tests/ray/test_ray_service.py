@@ -66,3 +66,15 @@ async def test_a_job_delete_stops_its_ray_calls(client: httpx.AsyncClient, tmp_p
     events = lines(await client.get(f"/jobs/{job}/events", timeout=30))
     assert (events[-1]["type"], events[-1]["status"]) == ("end", "cancelled")
     await assert_stopped(tmp_path, cancelled_at)
+
+
+async def test_the_example_ray_pipeline_serves() -> None:
+    settings = make_settings(pipelines=["examples.ray_pipeline"], builtin_pipelines=False)
+    async with app_client(create_app(settings)) as client:
+        entry = (await client.get("/pipelines/ray_embed")).json()
+        executors = [stage.get("executor") for stage in entry["stages"]]
+        assert executors == [None, "ray-actors x2", "process", "ray-tasks", None]
+        response = await client.post("/pipelines/ray_embed/invoke", json={"items": ["A b", "c"]})
+    body = response.json()
+    assert body["status"] == "succeeded"
+    assert [result["text"] for result in body["results"]] == ["a b", "c"]
