@@ -17,7 +17,7 @@ def test_all_is_complete_and_importable(module: object) -> None:
     for name in names:
         assert hasattr(module, name), name
     public = {n for n in vars(conveyor_core) if not n.startswith("_")}
-    submodules = {"client"}
+    submodules = {"client", "ray"}
     assert public - set(conveyor_core.__all__) - submodules == set()
 
 
@@ -26,6 +26,7 @@ def test_all_is_sorted() -> None:
 
 
 def test_private_modules_declare_all() -> None:
-    for name in ("_context", "_errors", "_events", "_pipeline", "_policy", "_run", "_tasks"):
+    names = ("_context", "_errors", "_events", "_executors", "_pipeline", "_policy", "_process")
+    for name in (*names, "_ray_replica", "_remote", "_run", "_tasks"):
         module = importlib.import_module(f"conveyor_core.{name}")
         assert all(hasattr(module, n) for n in module.__all__)
