@@ -14,7 +14,9 @@ COPY pyproject.toml README.md ./
 COPY conveyor_core ./conveyor_core
 COPY conveyor ./conveyor
 COPY app ./app
-RUN pip install ".[service]"
+# EXTRAS=service,ray for Ray stages (docker-compose's ray profile builds it so)
+ARG EXTRAS=service
+RUN pip install ".[${EXTRAS}]"
 
 USER conveyor
 ENV CONVEYOR_HOST=0.0.0.0 \

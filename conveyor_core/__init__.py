@@ -17,6 +17,7 @@ from ._errors import (
     InvalidRunError,
     PipelineDefinitionError,
     StreamConsumedError,
+    WorkerLost,
 )
 from ._events import (
     EndEvent,
@@ -28,8 +29,10 @@ from ._events import (
     StageEvent,
     describe_error,
 )
+from ._executors import CallTarget, Executor, ThreadExecutor
 from ._pipeline import AsyncStream, Pipeline, RunEvents, as_pipeline
 from ._policy import ErrorAction, ErrorHandler, LoggingErrorHandler, RetryConfig
+from ._process import ProcessExecutor
 from ._run import DEFAULT_MAX_IN_FLIGHT
 from ._stage import Stage, StreamItemError, StreamTask
 from ._tasks import BatchTask, SingleTask, Task
@@ -41,6 +44,7 @@ __all__ = [
     "AsyncStream",
     "BaseTask",
     "BatchTask",
+    "CallTarget",
     "ContextManager",
     "ConveyorError",
     "DEFAULT_MAX_IN_FLIGHT",
@@ -49,12 +53,14 @@ __all__ = [
     "ErrorHandler",
     "Event",
     "ExecutionMode",
+    "Executor",
     "InvalidRunError",
     "ItemErrorEvent",
     "LoggingErrorHandler",
     "Pipeline",
     "PipelineContext",
     "PipelineDefinitionError",
+    "ProcessExecutor",
     "ResultEvent",
     "RetryConfig",
     "RunErrorEvent",
@@ -67,6 +73,8 @@ __all__ = [
     "StreamItemError",
     "StreamTask",
     "Task",
+    "ThreadExecutor",
+    "WorkerLost",
     "as_pipeline",
     "batch_task",
     "describe_error",

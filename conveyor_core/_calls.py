@@ -59,7 +59,7 @@ class CallSite:
         self.kind = task.kind
         self.call = call
         self.policy: StagePolicy = task.policy
-        self.limit: int | None = task.concurrency_limit
+        self.limit: int | None = task.effective_concurrency_limit
         self.active = 0
         self.parked: deque[Any] = deque()
         self.is_batch = isinstance(task, BatchTask)

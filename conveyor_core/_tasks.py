@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from ._base_task import BaseTask
 from ._context import get_current_context
 from ._errors import InvalidRunError, PipelineDefinitionError
+from ._executors import CallTarget, Executor, ThreadExecutor, resolve_executor
 from ._policy import ErrorHandler, RetryConfig, StagePolicy, check_on_error
 from ._stage import In, Out
 
@@ -34,7 +35,12 @@ class Task(BaseTask[In, Out]):
     `on_error` ("fail", "skip_item", "skip_batch" for batches), `retry_attempts` (attempts in all;
     1 or less: no retry), `retry_delay`, `retry_exponential_backoff`, `retry_max_delay` (or
     `retry_config`), `error_handler`, `task_name`, `concurrency_limit` (calls at once within a
-    run; None or 0: no limit) and `run_in_thread` (run a blocking sync function in a thread).
+    run; None or 0: no limit), `executor` (where calls run: "thread", "process" or an
+    `Executor`; None: the event loop) and `run_in_thread` (the same as `executor="thread"`).
+
+    A class whose instances are callable may be decorated: its `__call__` is the task's function
+    (types and sync or async read from it); it is instantiated once per task, or once per
+    worker with an executor that has workers ("process", Ray actors).
     """
 
     kind: ClassVar[str]
@@ -53,6 +59,7 @@ class Task(BaseTask[In, Out]):
         task_name: str | None = None,
         concurrency_limit: int | None = None,
         run_in_thread: bool = False,
+        executor: str | Executor | None = None,
     ) -> None:
         if not callable(func):
             raise PipelineDefinitionError(f"a task needs a callable, got {func!r}")
@@ -69,12 +76,15 @@ class Task(BaseTask[In, Out]):
             self.task_name, check_on_error(on_error, self.kind == "batch"), retry, error_handler
         )
         self.concurrency_limit = _check_limit(concurrency_limit)
-        self.run_in_thread = run_in_thread
-        self.is_async_gen = inspect.isasyncgenfunction(func)
-        self.is_gen = inspect.isgeneratorfunction(func)
-        self.is_coroutine = _is_coroutine_function(func)
-        if run_in_thread and (self.is_coroutine or self.is_async_gen or self.is_gen):
-            raise PipelineDefinitionError("run_in_thread is for plain (blocking) functions")
+        call = _class_call(func)
+        self.is_class = call is not None
+        self._spec: Callable[..., Any] = call or func  # types, sync or async are read from it
+        self._local_instance: list[Any] = []  # a class's one local instance, shared by copies
+        self.is_async_gen = inspect.isasyncgenfunction(self._spec)
+        self.is_gen = inspect.isgeneratorfunction(self._spec)
+        self.is_coroutine = _is_coroutine_function(self._spec)
+        self.executor = resolve_executor(executor, run_in_thread)
+        self.run_in_thread = isinstance(self.executor, ThreadExecutor)
         self._instance: Any = None
         self._raw_args: tuple[Any, ...] = ()  # the side inputs as given
         self._raw_kwargs: dict[str, Any] = {}
@@ -85,6 +95,8 @@ class Task(BaseTask[In, Out]):
         self._engine_process = False  # run by the engine even if a subclass overrides process()
         self._attr_name: str | None = None
         functools.update_wrapper(self, func, updated=())
+        if self.executor is not None:
+            self.executor.check(self._target((), {}))
 
     # -- the attributes of conveyor-streaming 1.2.1 ---------------------------------------
 
@@ -220,7 +232,7 @@ class Task(BaseTask[In, Out]):
 
     def _signature(self) -> inspect.Signature | None:
         try:
-            return inspect.signature(self.func)
+            return inspect.signature(self._spec)
         except (TypeError, ValueError):
             return None
 
@@ -229,7 +241,7 @@ class Task(BaseTask[In, Out]):
         if signature is None:
             return 0
         params = list(signature.parameters.values())
-        skip = 2 if self._instance is not None else 1
+        skip = 2 if self._instance is not None or self.is_class else 1
         missing = 0
         positional = len(self._args)
         for param in params[skip:]:
@@ -252,39 +264,64 @@ class Task(BaseTask[In, Out]):
         resolved: tuple[tuple[Any, ...], dict[str, Any]] = self._resolved
         return resolved
 
+    @property
+    def effective_concurrency_limit(self) -> int | None:
+        """Calls of this task at once within a run: `concurrency_limit`, and the executor's
+        bound (`max_in_flight`), whichever is lower; None: no bound of its own."""
+        executor_bound = self.executor.max_in_flight if self.executor is not None else None
+        bounds = [self.concurrency_limit, executor_bound]
+        return min((b for b in bounds if b is not None), default=None)
+
     def make_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Callable[[Any], Any]:
-        """A one-argument callable applying the function to an item (or batch)."""
-        func = self.func
-        if self._instance is not None:
-            func = types.MethodType(func, self._instance)
-        if self._without_item:
-            alone = functools.partial(func, *args, **kwargs)
+        """A one-argument callable applying the function to an item (or batch); with an
+        executor, the executor's bound call (it returns an awaitable)."""
+        if self._without_item:  # side inputs only: in the loop, or in a thread
+            alone = functools.partial(self._local(), *args, **kwargs)
             if self.run_in_thread:
                 return lambda _: asyncio.to_thread(alone)
             return lambda _: alone()
-        if self.run_in_thread:
-            thread_func = functools.partial(func, **kwargs) if kwargs else func
-
-            def in_thread(item: Any) -> Any:
-                return asyncio.to_thread(thread_func, item, *args)
-
-            return in_thread
+        if self.executor is not None:
+            return self.executor.bind(self._target(args, kwargs))
+        func = self._local()
         if kwargs:
             return lambda item: func(item, *args, **kwargs)
         if args:
             return lambda item: func(item, *args)
         return func
 
+    def _local(self) -> Callable[..., Any]:
+        """The callable in this process: the function, a bound method, or the class's instance."""
+        if self.is_class:
+            if not self._local_instance:
+                self._local_instance.append(self.func())
+            return self._local_instance[0]  # type: ignore[no-any-return]
+        if self._instance is not None:
+            return types.MethodType(self.func, self._instance)
+        return self.func
+
+    def _target(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> CallTarget:
+        return CallTarget(
+            name=self.name,
+            func=self.func,
+            instance=self._instance,
+            args=args,
+            kwargs=kwargs,
+            is_class=self.is_class,
+            is_async=self.is_coroutine or self.is_async_gen,
+            is_generator=self.is_gen or self.is_async_gen,
+            local=self._local,
+        )
+
     # -- description and types --------------------------------------------------------------
 
     @property
     def description(self) -> str | None:
-        doc = inspect.getdoc(self.func)
+        doc = inspect.getdoc(self.func) or (inspect.getdoc(self._spec) if self.is_class else None)
         return doc.split("\n\n")[0].strip() if doc else None
 
     def _hints(self) -> dict[str, Any]:
         try:
-            return typing.get_type_hints(self.func, include_extras=True)
+            return typing.get_type_hints(self._spec, include_extras=True)
         except Exception:
             return {}
 
@@ -293,7 +330,7 @@ class Task(BaseTask[In, Out]):
         if signature is None:
             return Any
         params = list(signature.parameters.values())
-        index = 1 if _looks_like_method(self.func, params) else 0
+        index = 1 if _looks_like_method(self._spec, params) else 0
         if len(params) <= index:
             return Any
         return self._hints().get(params[index].name, Any)
@@ -516,6 +553,16 @@ def _is_coroutine_function(func: Any) -> bool:
         return True
     call = getattr(func, "__call__", None)  # noqa: B004
     return call is not None and inspect.iscoroutinefunction(call)
+
+
+def _class_call(func: Any) -> Callable[..., Any] | None:
+    """The `__call__` of a class whose instances are callable; None for anything else, such as
+    a function or a type used as one (`int`, `str`)."""
+    if inspect.isclass(func):
+        for klass in func.__mro__[:-1]:  # object's own does not count
+            if "__call__" in vars(klass):
+                return vars(klass)["__call__"]  # type: ignore[no-any-return]
+    return None
 
 
 def _looks_like_method(func: Any, params: list[inspect.Parameter]) -> bool:

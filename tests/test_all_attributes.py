@@ -41,7 +41,7 @@ def test_all_is_complete_and_importable(module: object) -> None:
     for name in names:
         assert hasattr(module, name), name
     public = {n for n in vars(conveyor_core) if not n.startswith("_")}
-    submodules = {"client"}
+    submodules = {"client", "ray"}
     assert public - set(conveyor_core.__all__) - submodules == set()
 
 
@@ -54,10 +54,14 @@ def test_private_modules_declare_all() -> None:
         "_base_task",
         "_context",
         "_decorators",
+        "_executors",
         "_errors",
         "_events",
         "_pipeline",
         "_policy",
+        "_process",
+        "_ray_replica",
+        "_remote",
         "_run",
         "_stage",
         "_tasks",

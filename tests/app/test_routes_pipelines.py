@@ -470,3 +470,25 @@ async def test_a_client_leaving_in_the_middle_of_its_body_is_no_500(
     assert not any(line.get("exc_info") for line in captured.lines)
     assert metric(metrics, "conveyor_http_requests_total", status="499") == 1
     assert metric(metrics, "conveyor_http_requests_total", status="500") == 0
+
+
+async def test_stages_show_their_executor_and_run_elsewhere(client: httpx.AsyncClient) -> None:
+    entry = (await client.get("/pipelines/offloaded")).json()
+    assert entry["stages"] == [
+        {"name": "in_thread", "kind": "single", "executor": "thread"},
+        {
+            "name": "in_processes",
+            "kind": "batch",
+            "executor": "process",
+            "max_size": 2,
+            "min_size": 1,
+            "max_wait": None,
+        },
+    ]
+    schema = (await client.get("/openapi.json")).json()["components"]["schemas"]["StageInfo"]
+    assert "executor" in schema["properties"]
+    body = (await client.post("/pipelines/offloaded/invoke", json={"items": [1, 2, 3]})).json()
+    assert (body["status"], body["results"]) == ("succeeded", [5, 4])
+    failed = (await client.post("/pipelines/offloaded/invoke", json={"items": [12, 1]})).json()
+    assert failed["status"] == "failed"
+    assert failed["error"]["error"] == "ValueError: 13 in a process"  # the task's own error
