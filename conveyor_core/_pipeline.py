@@ -368,6 +368,12 @@ class RunEvents:
     def in_flight(self) -> int:
         return self._run.budget.in_flight
 
+    @property
+    def started_at(self) -> float | None:
+        """The wall-clock time (`time.time()`) the run started at; a `StageEvent`'s times are
+        seconds after it. None until the run starts."""
+        return self._run.started_at
+
 
 def as_pipeline(obj: Runnable[In, Out]) -> Pipeline[In, Out]:
     """`obj` as a Pipeline: a pipeline as it is, a task in a one-stage pipeline."""

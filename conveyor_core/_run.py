@@ -21,6 +21,7 @@ import contextvars
 import functools
 import inspect
 import logging
+import time
 from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
@@ -121,6 +122,7 @@ class Run:
         self._tracer: Tracer | None = None
         self._clock: Callable[[], float] = _no_clock
         self._started = 0.0
+        self.started_at: float | None = None
         self._finished = False  # the last segment closed: everything was delivered
 
     # -- the consumer's side ------------------------------------------------------------------
@@ -186,6 +188,7 @@ class Run:
         base = contextvars.copy_context()
         self._clock = clock = asyncio.get_running_loop().time
         self._started = clock()
+        self.started_at = time.time()  # the wall clock at the start: stage times add to it
         if self._trace or self._on_call is not None:
             put = self.channel.put if self._trace else None
             self._tracer = Tracer(clock, self._started, put, self._on_call)
