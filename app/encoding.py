@@ -66,11 +66,11 @@ def printable(text: str) -> str:
 
 
 class UnencodableResult(ValueError):
-    """A result has no JSON form; `str()` is the `error` of the run's failure event."""
+    """A result has no JSON form: the run fails (`error`: "UnencodableResult: <type>: ...")."""
 
     def __init__(self, value: Any, exc: Exception) -> None:
         message = str(exc).removeprefix(_JSON_ERROR) or type(exc).__name__
-        super().__init__(printable(f"UnencodableResult: {type(value).__name__}: {message}"))
+        super().__init__(printable(f"{type(value).__name__}: {message}"))
 
 
 class EncodedEvent(dict[str, Any]):

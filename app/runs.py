@@ -1,10 +1,13 @@
 """Running a registered pipeline for the API: its events as wire dicts, counted and measured.
 
-`Run.events()` is what every route consumes (stream, invoke, jobs). It keeps the engine's event
-contract whatever happens: seq 0, 1, 2, ... without gaps and an `end` last, or, when the consumer
-leaves early, nothing more (the run is cancelled and awaited, and the caller may write its own
-`end` with `cancelled_end()`). Each event is encoded here, once (`app.encoding.encode_event`):
-a result that has no JSON form fails the run with an `error` event, on every route alike.
+`Run.events()` is what every route consumes (stream, invoke, jobs): the engine's events, seq
+0, 1, 2, ... without gaps and an `end` last, each encoded here, once (`app.encoding.encode_event`).
+The engine numbers and ends every run itself: `cancel()` (a job's DELETE, the service's shutdown)
+makes the run end with its own `end`, status `cancelled`; a result that has no JSON form fails
+the run through the engine too (`RunEvents.cancel(error)`: an `error` event, then `end`
+failed), on every route alike. When the consumer leaves early nothing more is sent (the run is
+cancelled and awaited). `closing_events` gives the events of a run that could not end by
+itself (the engine broke, or its job's store did).
 """
 
 from __future__ import annotations
@@ -14,19 +17,19 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Iterator
 from contextlib import aclosing
 from enum import StrEnum
-from typing import Any, cast
+from typing import Any
 
 import anyio
 
-from app.encoding import UnencodableResult, encode_event, printable
+from app.encoding import EncodedEvent, UnencodableResult, encode_event, printable
 from app.metrics import Metrics
 from app.pipelines import PipelineEntry
 from conveyor_core import (
     EndEvent,
-    Event,
     ItemErrorEvent,
     ResultEvent,
     RunErrorEvent,
+    RunStats,
     describe_error,
 )
 
@@ -69,18 +72,20 @@ class Run:
         self._metrics = metrics
         self._timers: dict[str, Any] = {}
         self._started = 0.0
+        self._engine = entry.pipeline.events(
+            self._counted(), mode=mode, stage_timer=self._observe_stage
+        )
+
+    def cancel(self) -> None:
+        """Stop the run: it ends with its own `end`, status `cancelled` (see `events`)."""
+        self._engine.cancel()
 
     async def events(self) -> AsyncGenerator[dict[str, Any], None]:
         """The run's wire events; closing this iterator cancels the run."""
         name, kind = self.entry.name, self.kind.value
         self._metrics.runs_in_progress.labels(name, kind).inc()
         self._started = time.perf_counter()
-        engine = cast(
-            AsyncGenerator[Event, None],
-            self.entry.pipeline.events(
-                self._counted(), mode=self.mode, stage_timer=self._observe_stage
-            ),
-        )
+        engine = self._engine
         results = self._metrics.results.labels(name)
         try:
             async for event in engine:
@@ -88,9 +93,8 @@ class Run:
                     wire = encode_event(event)
                 except UnencodableResult as exc:  # no JSON form: the run fails here
                     log.warning("pipeline %s: %s", name, exc)
-                    for failure in self._failure(str(exc)):
-                        yield failure
-                    return
+                    engine.reject(exc)  # the run fails here: error (in its seq), then end
+                    continue
                 self.last_seq = event.seq
                 if isinstance(event, ResultEvent):
                     if self.results == 0:
@@ -108,41 +112,27 @@ class Run:
                     return
         except Exception as exc:  # the engine broke its contract: still end the stream cleanly
             log.exception("pipeline %s: the run raised instead of failing with an event", name)
-            for failure in self._failure(printable(describe_error(exc))):
+            for failure in self.closing_events(self.last_seq + 1, exc):
+                self.last_seq = failure["seq"]
                 yield failure
+            self.status = "failed"
+            self._run_error(None)
         finally:
             with anyio.move_on_after(CLEANUP_TIMEOUT_S, shield=True):
                 await engine.aclose()
             self._finish()
 
-    def cancelled_end(self, seq: int | None = None) -> dict[str, Any]:
-        """The `end` event of a run its consumer stopped: `seq`, else following the last event
-        yielded."""
-        return {
-            "type": "end",
-            "seq": self.last_seq + 1 if seq is None else seq,
-            "status": "cancelled",
-            "stats": self._stats(),
-        }
-
-    def _failure(self, error_text: str) -> list[dict[str, Any]]:
-        """`error` (outside any stage) then `end` failed, following the last event yielded."""
-        self.status = "failed"
-        self._run_error(None)
-        error = {"type": "error", "seq": self.last_seq + 1, "stage": None, "error": error_text}
-        self.last_seq += 1
-        end = {**self.cancelled_end(), "status": "failed"}
-        self.last_seq += 1
-        return [error, end]
-
-    def _stats(self) -> dict[str, Any]:
-        return {
-            "inputs": self.inputs,
-            "results": self.results,
-            "skipped": self.skipped,
-            "dropped": 0,
-            "elapsed_s": round(time.perf_counter() - self._started, 6) if self._started else 0.0,
-        }
+    def closing_events(self, seq: int, failure: BaseException | None) -> list[EncodedEvent]:
+        """The last events of a run that could not end by itself, from `seq` on: `end`
+        cancelled, or `error` (outside any stage, `failure`) then `end` failed. The stats are
+        the engine's."""
+        stats = getattr(self._engine, "stats", None)  # (an engine replaced by a test has none)
+        if stats is None:
+            stats = RunStats(inputs=self.inputs, results=self.results, skipped=self.skipped)
+        if failure is None:
+            return [encode_event(EndEvent(seq, "cancelled", stats))]
+        error = RunErrorEvent(seq, None, printable(describe_error(failure)), failure)
+        return [encode_event(error), encode_event(EndEvent(seq + 1, "failed", stats))]
 
     def _counted(self) -> Iterator[Any] | AsyncIterator[Any]:
         if isinstance(self._data, AsyncIterable):
@@ -219,12 +209,12 @@ class Collector:
             self.item_errors.append(fields)
         elif kind == "error":
             self.error = fields
-        else:
+        elif kind == "end":
             self.end = fields
 
-    def body(self, end: dict[str, Any] | None = None) -> dict[str, Any]:
-        """The body so far; `end` (a cancelled run's) when the run gave none."""
-        last = self.end or end or {}
+    def body(self) -> dict[str, Any]:
+        """The body so far (a run that has not ended, its client gone: status cancelled)."""
+        last = self.end or {}
         return {
             "status": last.get("status", "cancelled"),
             "results": self.results,

@@ -60,8 +60,9 @@ class Shutdown:
 
     begun: asyncio.Event
     """Set when the server has been told to stop (`conveyor serve`: at SIGTERM or Ctrl+C)."""
-    last: Callable[[int], dict[str, Any]] | None = None
-    """The event sent last, given its seq (a run's `end`, cancelled); None: nothing more."""
+    cancel: Callable[[], None] | None = None
+    """Ends the stream's run early, with the run's own `end` (status `cancelled`), which the
+    stream then sends; None: the stream is closed without an `end` (a follower of a job)."""
     settle: Callable[[], Awaitable[None]] | None = None
     """Awaited before the stream is closed (a follower: the local jobs write their `end`)."""
 
@@ -76,8 +77,8 @@ async def _framed(
 
     A producer task pulls the run into a queue of `COALESCE` events; each chunk sent joins
     what the queue holds at that moment. Memory stays bounded by the queue, and a slow reader
-    still stops the run once the queue is full. At shutdown, a watcher cancels the producer
-    while it pulls events; the producer then closes them and queues `shutdown.last`.
+    still stops the run once the queue is full. At shutdown, a watcher cancels the run (which
+    then ends with its own `end`, sent like any event), or, for a follower, the producer.
     """
     queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(COALESCE)
     queued = 0  # bytes in the queue
@@ -89,11 +90,10 @@ async def _framed(
     async def produce() -> None:
         nonlocal pulling
         tail: list[bytes | BaseException | None] = [None]  # queued after the events
-        seq, ended, pending = 0, False, None
+        pending = None
         try:
             async with aclosing(events):
                 async for event in events:
-                    seq, ended = event["seq"] + 1, event["type"] == "end"
                     pending = frame(event)
                     await put(pending)
                     pending = None
@@ -103,12 +103,7 @@ async def _framed(
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
-            last = None if ended or shutdown is None or shutdown.last is None else shutdown.last
-            tail = [
-                *([] if pending is None else [pending]),  # the event being queued
-                *([] if last is None else [frame(last(seq))]),
-                None,
-            ]
+            tail = [*([] if pending is None else [pending]), None]  # the event being queued
         except Exception as exc:  # handed to the consumer, raised there
             tail = [exc]
         finally:
@@ -131,7 +126,9 @@ async def _framed(
         await shutdown.begun.wait()
         if shutdown.settle is not None:
             await shutdown.settle()
-        if pulling:
+        if shutdown.cancel is not None:
+            shutdown.cancel()  # the run's own end follows
+        elif pulling:
             stopped = True
             producer.cancel()
 
@@ -292,10 +289,16 @@ async def closing(events: AsyncIterator[dict[str, Any]], what: str = "events") -
 
 
 async def until_disconnect(
-    request: Request, work: Awaitable[T], *, stop: asyncio.Event | None = None
+    request: Request,
+    work: Awaitable[T],
+    *,
+    stop: asyncio.Event | None = None,
+    on_stop: Callable[[], None] | None = None,
 ) -> T | None:
-    """Await `work` unless the client disconnects first, or `stop` is set (the service shuts
-    down): then cancel it and return None.
+    """Await `work` unless the client disconnects first: then cancel it and return None. When
+    `stop` is set (the service shuts down), `on_stop()` is called and `work` goes on to its
+    end (a run cancelled through the engine ends soon, with its own `end`); without `on_stop`
+    it is cancelled too.
 
     Only for requests whose body has been read: the watcher consumes `receive`.
     """
@@ -309,7 +312,10 @@ async def until_disconnect(
 
         async def watch_stop(stop: asyncio.Event) -> None:
             await stop.wait()
-            tg.cancel_scope.cancel()
+            if on_stop is None:
+                tg.cancel_scope.cancel()
+            else:
+                on_stop()
 
         tg.start_soon(watch)
         if stop is not None:

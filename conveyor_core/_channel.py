@@ -99,6 +99,10 @@ class Channel:
         self.closed = True
         self.put(end)
 
+    def untake(self) -> None:
+        """The event taken last is given back its seq: it was not used (see `Run.reject`)."""
+        self._taken -= 1
+
     def drop(self) -> int:
         """Drop every event not taken yet, and those put from now on until `close` (the run
         fails from outside): their holds are given back, and they get no seq. Returns how many

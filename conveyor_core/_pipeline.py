@@ -363,6 +363,11 @@ class RunEvents:
         yet are dropped, then `error` and `end` failed). See `Run.cancel`."""
         self._run.cancel(error)
 
+    def reject(self, error: BaseException) -> None:
+        """The result just taken cannot be used (it has no wire form, say): the run fails in
+        its place with `error`, which takes its seq; the events not taken yet are dropped."""
+        self._run.reject(error)
+
     @property
     def stats(self) -> RunStats:
         return self._run.stats

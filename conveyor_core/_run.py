@@ -156,6 +156,16 @@ class Run:
         elif error is not None:  # it ended already, but the consumer has not taken the end
             self._fail_with(None, error)
 
+    def reject(self, error: BaseException) -> None:
+        """The consumer cannot use the result it was just given (it has no wire form, say):
+        the run fails in its place, with `error`, which takes the result's seq (see
+        `cancel(error)` for the rest)."""
+        if self.channel.finished or self.channel.dropping:
+            return
+        self.channel.untake()
+        self.stats.results -= 1
+        self.cancel(error)
+
     def _drop_untaken(self) -> None:
         self.stats.results -= self.channel.drop()
 

@@ -2,9 +2,11 @@
 
 A job's task races three things: the run (each event appended to the store as it comes), the
 store's cancellation signal (`DELETE /jobs/{id}`, from any replica), and the lease renewal. When
-cancellation wins, the run is cancelled and awaited, and the runner appends `end` with status
-`cancelled`, its seq following the last event stored. When the service begins to shut down
-(`stopping` is set: `conveyor serve` sets it at SIGTERM, before the server drains its
+cancellation wins, the run is cancelled through the engine (`Run.cancel`): it ends with its own
+`end`, status `cancelled`, stored like any event. Only when that end cannot be stored (the
+store broke, or the run did not stop within `STOP_S`) does the runner append one itself
+(`Run.closing_events`), its seq following the last event stored. When the service begins to
+shut down (`stopping` is set: `conveyor serve` sets it at SIGTERM, before the server drains its
 connections; `aclose` sets it too), every job still running ends the same way, so that its
 followers get their `end` and leave.
 """
@@ -19,13 +21,12 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
-from app.encoding import jsonable, printable
+from app.encoding import jsonable
 from app.jobs.store import JobRecord, JobStore, StoreUnavailable
 from app.jobs.tasks import check_cancelled, stop_tasks
 from app.metrics import Metrics
 from app.pipelines import PipelineEntry
 from app.runs import Run, RunKind
-from conveyor_core import describe_error
 
 __all__ = ["JobRunner"]
 
@@ -97,7 +98,12 @@ class JobRunner:
         stop = asyncio.create_task(self._stopping.wait())
         helpers = (cancel, lease, stop)
         try:
-            await asyncio.wait({consume, cancel, stop}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                {consume, cancel, stop}, return_when=asyncio.FIRST_COMPLETED
+            )
+            if consume not in done:  # cancelled: the run ends with its own end, stored as usual
+                run.cancel()
+                await asyncio.wait({consume}, timeout=STOP_S)
         finally:
             await stop_tasks((consume, *helpers), STOP_S)
             failure = None
@@ -126,27 +132,15 @@ class JobRunner:
     async def _append_end(
         self, job_id: str, run: Run, written: _Written, failure: BaseException | None
     ) -> None:
-        """The end of a job whose run did not end by itself: cancelled, or broken by `failure`."""
-        seq = written.next_seq
-        events = []
+        """The end of a job whose run's own end was not stored: the store broke (`failure`),
+        or the run did not stop within `STOP_S` of its cancellation."""
         if failure is not None:
             log.error("job %s failed outside its pipeline", job_id, exc_info=failure)
-            events.append(
-                {
-                    "type": "error",
-                    "seq": seq,
-                    "stage": None,
-                    "error": printable(describe_error(failure)),
-                }
-            )
-            seq += 1
-        end = {**run.cancelled_end(), "seq": seq}
-        if failure is not None:
-            end["status"] = "failed"
-        events.append(end)
+        events = run.closing_events(written.next_seq, failure)
+        end = events[-1]
         try:
             for event in events:
-                await self.store.append(job_id, event)
+                await self.store.append(job_id, jsonable(event))
         except Exception:
             log.exception("job %s: cannot write its end", job_id)
             self.store.abandon(job_id)  # a shared store's reaper will end it

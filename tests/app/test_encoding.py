@@ -19,7 +19,14 @@ from app.encoding import (
     wants_sse,
     wire_event,
 )
-from conveyor_core import EndEvent, ItemErrorEvent, ResultEvent, RunErrorEvent, RunStats
+from conveyor_core import (
+    EndEvent,
+    ItemErrorEvent,
+    ResultEvent,
+    RunErrorEvent,
+    RunStats,
+    describe_error,
+)
 from tests.app.wire import parse_sse
 
 
@@ -99,8 +106,8 @@ class _BadRepr:
 def test_a_result_without_json_form_is_unencodable(value: object, error: str) -> None:
     with pytest.raises(UnencodableResult) as raised:
         encode_event(ResultEvent(0, value, [0]))
-    assert str(raised.value).startswith(error)
-    dumps({"error": str(raised.value)})  # the error itself can always be sent
+    assert describe_error(raised.value).startswith(error)  # as the run's error event says it
+    dumps({"error": describe_error(raised.value)})  # the error itself can always be sent
 
 
 def test_error_texts_are_made_encodable() -> None:

@@ -38,15 +38,23 @@ async def test_run_events_and_metrics() -> None:
     assert run.status == "succeeded" and run.inputs == 4 and run.results == 2
 
 
-async def test_closing_a_run_cancels_it_and_gives_a_cancelled_end() -> None:
+async def test_closing_a_run_stops_it_with_no_more_events() -> None:
     run = Run(_entry(), [0.01, 30, 30], mode="ordered", kind=RunKind.STREAM, metrics=Metrics())
     events = run.events()
     first = await anext(events)
     await events.aclose()
     assert first["value"] == 0.01 and run.status == "cancelled"
-    end = run.cancelled_end()
-    assert end["seq"] == 1 and end["status"] == "cancelled"
-    assert end["stats"]["results"] == 1 and end["stats"]["inputs"] == 3
+
+
+async def test_cancelling_a_run_ends_it_with_the_engines_own_end() -> None:
+    run = Run(_entry(), [0.01, 30, 30], mode="ordered", kind=RunKind.STREAM, metrics=Metrics())
+    events = run.events()
+    first = await anext(events)
+    run.cancel()
+    rest = [event async for event in events]
+    assert first["value"] == 0.01 and run.status == "cancelled"
+    assert [(e["type"], e["seq"], e["status"]) for e in rest] == [("end", 1, "cancelled")]
+    assert rest[0]["stats"]["results"] == 1 and rest[0]["stats"]["inputs"] == 3
 
 
 async def test_a_run_whose_engine_raises_still_ends(monkeypatch: pytest.MonkeyPatch) -> None:

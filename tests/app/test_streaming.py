@@ -30,8 +30,25 @@ async def _events(count: int, closed: list[bool]) -> AsyncGenerator[dict[str, An
         closed.append(True)
 
 
-def _end(seq: int) -> dict[str, Any]:
-    return {"type": "end", "seq": seq, "status": "cancelled"}
+class _Run:
+    """A run that, once cancelled, ends with its own `end` (as an engine run does)."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.cancelled = asyncio.Event()
+        self.closed: list[bool] = []
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+    async def events(self) -> AsyncGenerator[dict[str, Any], None]:
+        try:
+            for seq in range(self.count):
+                yield {"type": "result", "seq": seq, "value": seq}
+            await self.cancelled.wait()
+            yield {"type": "end", "seq": self.count, "status": "cancelled"}
+        finally:
+            self.closed.append(True)
 
 
 async def _read(framed: AsyncGenerator[bytes, None]) -> list[dict[str, Any]]:
@@ -39,10 +56,10 @@ async def _read(framed: AsyncGenerator[bytes, None]) -> list[dict[str, Any]]:
         return [json.loads(line) async for chunk in framed for line in chunk.splitlines()]
 
 
-async def test_a_stream_ends_with_its_last_event_at_shutdown() -> None:
-    begun, closed = asyncio.Event(), []
+async def test_a_stream_cancels_its_run_at_shutdown_and_sends_the_runs_end() -> None:
+    begun, run = asyncio.Event(), _Run(2)
     reader = asyncio.create_task(
-        _read(_framed(_events(2, closed), _frame, Shutdown(begun, last=_end)))
+        _read(_framed(run.events(), _frame, Shutdown(begun, cancel=run.cancel)))
     )
     await asyncio.sleep(0.05)
     assert not reader.done()
@@ -50,14 +67,14 @@ async def test_a_stream_ends_with_its_last_event_at_shutdown() -> None:
     events = await asyncio.wait_for(reader, 5)
     assert [e["type"] for e in events] == ["result", "result", "end"]
     assert_run_shape(events)
-    assert closed == [True]  # the events were closed (a run: cancelled) before the end
+    assert run.cancelled.is_set() and run.closed == [True]
 
 
 async def test_a_full_queue_loses_no_event_at_shutdown() -> None:
-    """Shutdown while the producer waits for room: the event it holds still goes out, and
-    the last event follows it without a gap."""
-    begun, closed = asyncio.Event(), []
-    framed = _framed(_events(200, closed), _frame, Shutdown(begun, last=_end))
+    """Shutdown while the producer waits for room: every event still goes out, the run's own
+    end last, without a gap."""
+    begun, run = asyncio.Event(), _Run(200)
+    framed = _framed(run.events(), _frame, Shutdown(begun, cancel=run.cancel))
     first = await anext(framed)  # the producer now fills the queue and waits
     await asyncio.sleep(0.05)
     begun.set()
@@ -65,7 +82,7 @@ async def test_a_full_queue_loses_no_event_at_shutdown() -> None:
     rest = await asyncio.wait_for(_read(framed), 5)
     events = [json.loads(line) for line in first.splitlines()] + rest
     assert_run_shape(events)
-    assert events[-1]["status"] == "cancelled" and closed == [True]
+    assert events[-1]["status"] == "cancelled" and run.closed == [True]
 
 
 async def test_a_follower_settles_first_then_ends_without_an_event() -> None:
@@ -87,9 +104,12 @@ async def test_a_stream_that_ended_is_not_touched_by_the_shutdown() -> None:
 
     begun = asyncio.Event()
     begun.set()
-    events = await _read(_framed(finished(), _frame, Shutdown(begun, last=_end)))
+    cancels: list[bool] = []
+    events = await _read(
+        _framed(finished(), _frame, Shutdown(begun, cancel=lambda: cancels.append(True)))
+    )
     assert [e["type"] for e in events] == ["result", "end"]
-    assert events[-1]["status"] == "succeeded"
+    assert events[-1]["status"] == "succeeded"  # (a cancel of an ended run changes nothing)
 
 
 async def test_begin_shutdown_ends_streams_and_invokes_in_process() -> None:

@@ -128,3 +128,18 @@ async def test_the_error_event_of_a_cancel_with_an_error_is_an_engine_event() ->
     seen = await _events(events)
     assert isinstance(seen[0], RunErrorEvent) and seen[0].error == "KeyError: 'k'"
     assert isinstance(seen[1], EndEvent) and seen[1].status == "failed"
+
+
+async def test_a_rejected_result_gives_its_seq_to_the_error() -> None:
+    @single_task
+    async def quick(x: int) -> int:
+        return x
+
+    events = quick.events(range(10))
+    first = await anext(events)
+    second = await anext(events)
+    events.reject(TypeError("no wire form"))
+    rest = [event async for event in events]
+    assert (first.seq, second.seq) == (0, 1)
+    assert [(e.type, e.seq) for e in rest] == [("error", 1), ("end", 2)]
+    assert rest[-1].stats.results == 1 and rest[-1].status == "failed"

@@ -89,9 +89,10 @@ async def invoke(
         metrics=services.metrics,
     )
     collector = Collector()
-    result = await until_disconnect(request, collect(run, collector), stop=services.stopping)
-    if result is None:  # the client left, or the service stops: the run was cancelled
-        result = collector.body(run.cancelled_end())
+    work = collect(run, collector)
+    result = await until_disconnect(request, work, stop=services.stopping, on_stop=run.cancel)
+    if result is None:  # the client left: the run was closed
+        result = collector.body()
     return Response(dumps(result), media_type="application/json")
 
 
@@ -130,7 +131,7 @@ async def stream(
         run = Run(
             entry, source, mode=mode or "ordered", kind=RunKind.STREAM, metrics=services.metrics
         )
-        shutdown = Shutdown(services.stopping, last=run.cancelled_end)
+        shutdown = Shutdown(services.stopping, cancel=run.cancel)
         return UploadResponse(respond(run.events(), shutdown=shutdown), body)
     request_body = await get_run_request(request)
     items = await validated_items(entry, request_body.items, settings)
@@ -141,7 +142,7 @@ async def stream(
         kind=RunKind.STREAM,
         metrics=services.metrics,
     )
-    return respond(run.events(), shutdown=Shutdown(services.stopping, last=run.cancelled_end))
+    return respond(run.events(), shutdown=Shutdown(services.stopping, cancel=run.cancel))
 
 
 # `curl -T -` uploads with PUT unless told `-X POST`: the same route answers it (not in OpenAPI)
