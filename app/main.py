@@ -12,20 +12,22 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from app.api.deps import Services
-from app.api.handlers import install_error_handlers, internal_error
-from app.api.routes import docs, health, jobs, pipelines, playground
-from app.api.routes import metrics as metrics_route
-from app.core.config import Settings
-from app.core.logging import RequestContext, configure_logging
-from app.jobs import JobRunner, create_store
-from app.metrics import Metrics
-from app.openapi import build_openapi
-from app.pipelines import Registry
+from .api.deps import Services
+from .api.handlers import install_error_handlers, internal_error
+from .api.routes import docs, health, jobs, pipelines, playground
+from .api.routes import metrics as metrics_route
+from .core.config import Settings
+from .core.logging import RequestContext, configure_logging
+from .jobs import JobRunner, JobStore, create_store
+from .metrics import Metrics
+from .openapi import build_openapi
+from .pipelines import Registry
 
 __all__ = ["app", "begin_shutdown", "create_app"]
 
 log = logging.getLogger("conveyor.service")
+
+STORE_CHECK_S = 2.0  # at start-up, how long the job store has to answer before a warning
 
 DESCRIPTION = """Runs registered Conveyor pipelines and streams their events: each result as
 soon as it can be yielded, in input order or as completed, over Server-Sent Events or NDJSON."""
@@ -63,6 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             },
         )
         await store.start()
+        await _startup_warnings(registry, store)
         try:
             yield
         finally:
@@ -93,6 +96,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+async def _startup_warnings(registry: Registry, store: JobStore) -> None:
+    """Log what would make the service useless: no pipeline, a job store out of reach (the
+    service starts all the same: /readyz and the job routes answer 503 until it answers)."""
+    if not registry:
+        log.warning(
+            "no pipeline is registered: every /pipelines/{name} route answers 404 (set "
+            "CONVEYOR_PIPELINES, or leave CONVEYOR_BUILTIN_PIPELINES on)"
+        )
+    try:
+        async with asyncio.timeout(STORE_CHECK_S):
+            await store.ping()
+    except Exception as exc:
+        reason = f"no answer within {STORE_CHECK_S:g} s" if isinstance(exc, TimeoutError) else exc
+        log.warning(
+            "job store unavailable at start-up: %s; /readyz and job routes answer 503 until then",
+            reason or type(exc).__name__,
+        )
 
 
 def begin_shutdown(app: FastAPI) -> None:

@@ -18,10 +18,11 @@ from typing import Any, cast
 
 import anyio
 
-from app.encoding import UnencodableResult, encode_event, printable
-from app.metrics import Metrics
-from app.pipelines import PipelineEntry
 from conveyor_core import Event, ItemErrorEvent, ResultEvent, RunErrorEvent, describe_error
+
+from .encoding import UnencodableResult, encode_event, printable
+from .metrics import Metrics
+from .pipelines import PipelineEntry
 
 __all__ = ["Collector", "Run", "RunKind", "collect"]
 

@@ -30,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from app.encoding import NDJSON, ndjson_line, sse_message
+from .encoding import NDJSON, ndjson_line, sse_message
 
 __all__ = [
     "NDJSONResponse",

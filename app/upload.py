@@ -23,7 +23,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from app.pipelines.schema import ItemType
+from .pipelines.schema import ItemType
 
 __all__ = ["BadLine", "BodyChannel", "UploadResponse", "ndjson_items"]
 

@@ -12,12 +12,12 @@ from fastapi import Depends, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import ValidationError
 
-from app.api.models import Mode, RunRequest
-from app.core.config import Settings
-from app.errors import BodyTooLarge, InvalidInput, TooManyItems, Unauthorized
-from app.jobs import JobRunner, JobStore
-from app.metrics import Metrics
-from app.pipelines import PipelineEntry, Registry
+from ..core.config import Settings
+from ..errors import BodyTooLarge, InvalidInput, TooManyItems, Unauthorized
+from ..jobs import JobRunner, JobStore
+from ..metrics import Metrics
+from ..pipelines import PipelineEntry, Registry
+from .models import Mode, RunRequest
 
 __all__ = [
     "ApiKey",

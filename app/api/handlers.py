@@ -14,9 +14,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from app.core.logging import request_id
-from app.errors import ServiceError, TooManyJobs
-from app.jobs.store import JobLimitReached, StoreUnavailable
+from ..core.logging import request_id
+from ..errors import ServiceError, TooManyJobs
+from ..jobs.store import JobLimitReached, StoreUnavailable
 
 __all__ = ["install_error_handlers", "internal_error"]
 

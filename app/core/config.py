@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from redis.asyncio.connection import parse_url
 
 __all__ = ["Settings"]
 
@@ -84,3 +86,15 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        """A URL redis-py can connect to (`redis://`, `rediss://`, `unix://`), checked at
+        start-up rather than at the first job (the store's `?prefix=` is one of its options)."""
+        if value is not None:
+            parse_url(value)  # ValueError: the scheme, the port or an option is wrong
+            db = urlsplit(value).path.strip("/")
+            if value.startswith(("redis:", "rediss:")) and db and not db.isdigit():
+                raise ValueError(f"the database must be a number (redis://host:6379/0), not {db!r}")
+        return value

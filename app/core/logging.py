@@ -22,7 +22,7 @@ from typing import Any
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.metrics import Metrics
+from ..metrics import Metrics
 
 __all__ = ["JsonFormatter", "RequestContext", "configure_logging", "request_id"]
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import importlib
 
-from app.core.config import Settings
-from app.jobs.memory import MemoryJobStore
-from app.jobs.runner import JobRunner
-from app.jobs.store import JobRecord, JobStatus, JobStore
+from ..core.config import Settings
+from .memory import MemoryJobStore
+from .runner import JobRunner
+from .store import JobRecord, JobStatus, JobStore
 
 __all__ = ["JobRecord", "JobRunner", "JobStatus", "JobStore", "MemoryJobStore", "create_store"]
 
-REDIS_STORE = "app.jobs.redis"  # defines RedisJobStore(url, *, ttl_s, lease_s)
+REDIS_STORE = ".redis"  # defines RedisJobStore(url, *, ttl_s, lease_s); relative to this package
 
 
 def create_store(settings: Settings) -> JobStore:
@@ -19,7 +19,7 @@ def create_store(settings: Settings) -> JobStore:
     if not settings.redis_url:
         return MemoryJobStore(ttl_s=settings.job_ttl_s)
     try:
-        module = importlib.import_module(REDIS_STORE)
+        module = importlib.import_module(REDIS_STORE, __package__)
     except ModuleNotFoundError as exc:
         raise RuntimeError(
             "CONVEYOR_REDIS_URL is set, but this version has no Redis job store"

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from app.jobs.store import (
+from .store import (
     JobLimitReached,
     JobNotFound,
     JobRecord,

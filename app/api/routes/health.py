@@ -7,7 +7,7 @@ import asyncio
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from app.api.deps import ServicesDep
+from ..deps import ServicesDep
 
 router = APIRouter(tags=["health"])
 

@@ -8,7 +8,13 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from app.api.deps import (
+from ...encoding import NDJSON, SSE, dumps, wants_sse
+from ...errors import TooManyJobs
+from ...jobs.store import JobLimitReached
+from ...runs import Collector, Run, RunKind, collect
+from ...streaming import Shutdown, event_response, until_disconnect
+from ...upload import BodyChannel, UploadResponse, ndjson_items
+from ..deps import (
     ApiKey,
     EntryDep,
     ModeQuery,
@@ -17,13 +23,7 @@ from app.api.deps import (
     get_run_request,
     validated_items,
 )
-from app.api.models import ErrorBody, InvokeResponse, JobAccepted, PipelineInfo
-from app.encoding import NDJSON, SSE, dumps, wants_sse
-from app.errors import TooManyJobs
-from app.jobs.store import JobLimitReached
-from app.runs import Collector, Run, RunKind, collect
-from app.streaming import Shutdown, event_response, until_disconnect
-from app.upload import BodyChannel, UploadResponse, ndjson_items
+from ..models import ErrorBody, InvokeResponse, JobAccepted, PipelineInfo
 
 router = APIRouter(prefix="/pipelines", tags=["pipelines"], dependencies=[ApiKey])
 
