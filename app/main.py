@@ -10,6 +10,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
 from .api.deps import Services
@@ -27,6 +28,11 @@ __all__ = ["app", "begin_shutdown", "create_app"]
 
 log = logging.getLogger("conveyor.service")
 
+# CORS (CONVEYOR_CORS_ORIGINS): what a page on another origin may send and read. API keys go
+# in the Authorization header, not in cookies: no credentials mode is needed.
+CORS_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE"]
+CORS_REQUEST_HEADERS = ["Authorization", "Content-Type", "Last-Event-ID", "X-Request-ID"]
+CORS_RESPONSE_HEADERS = ["Location", "Retry-After", "WWW-Authenticate", "X-Request-ID"]
 STORE_CHECK_S = 2.0  # at start-up, how long the job store has to answer before a warning
 
 DESCRIPTION = """Runs registered Conveyor pipelines and streams their events: each result as
@@ -90,6 +96,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.mount("/static", StaticFiles(directory=playground.STATIC_DIR), name="static")
     install_error_handlers(app)
     app.add_middleware(RequestContext, metrics=metrics, internal_error=internal_error)
+    if settings.cors_origins:  # outermost: every response carries the headers, 500s included
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=CORS_METHODS,
+            allow_headers=CORS_REQUEST_HEADERS,
+            expose_headers=CORS_RESPONSE_HEADERS,
+        )
 
     def openapi() -> dict[str, Any]:
         return build_openapi(app, registry)

@@ -46,11 +46,16 @@ class Settings(BaseSettings):
     send_timeout_s: float = Field(
         default=30.0, gt=0, description="a stream whose client takes longer to accept a write ends"
     )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="origins whose browser pages may call the service (CORS), comma-separated; "
+        "`*`: any; none: no CORS headers",
+    )
     log_level: LogLevel = "info"
     redis_url: str | None = None
     job_lease_s: float = Field(default=5.0, gt=0)
 
-    @field_validator("pipelines", mode="before")
+    @field_validator("pipelines", "cors_origins", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
@@ -75,6 +80,21 @@ class Settings(BaseSettings):
                     "or leave it empty (or unset) for no authentication"
                 )
             return keys
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        """Each an origin as a browser sends it: `scheme://host[:port]`, no path, or `*`."""
+        for origin in value:
+            parts = urlsplit(origin)
+            if origin != "*" and not (
+                parts.scheme in ("http", "https") and parts.netloc and origin.endswith(parts.netloc)
+            ):
+                raise ValueError(
+                    f"{origin!r} is not an origin: give scheme://host[:port] (no path, no "
+                    "trailing slash), or * for any"
+                )
         return value
 
     @field_validator("log_level", mode="before")

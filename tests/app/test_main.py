@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
+from pydantic import ValidationError
 
+from app.core.config import Settings
 from app.main import create_app
-from tests.app.conftest import LogCapture, app_client, free_port, make_settings
+from tests.app.conftest import ClientFactory, LogCapture, app_client, free_port, make_settings
 from tests.app.redis_server import with_prefix
 
 
@@ -42,3 +45,75 @@ async def test_no_start_up_warning_when_all_is_well(
     async with app_client(create_app(settings)) as client:
         assert (await client.get("/readyz")).status_code == 200
     assert _warnings(captured) == []
+
+
+# -- CORS: CONVEYOR_CORS_ORIGINS ----------------------------------------------------------------
+
+PAGE = "https://page.example"
+PREFLIGHT = {
+    "Origin": PAGE,
+    "Access-Control-Request-Method": "POST",
+    "Access-Control-Request-Headers": "authorization, content-type, last-event-id",
+}
+
+
+async def test_cors_preflight_is_answered_without_a_key(make_client: ClientFactory) -> None:
+    async with make_client(cors_origins=[PAGE, "http://localhost:5173"], api_keys=["k"]) as client:
+        answer = await client.options("/pipelines/quickstart/stream", headers=PREFLIGHT)
+        assert answer.status_code == 200
+        assert answer.headers["access-control-allow-origin"] == PAGE
+        assert "POST" in answer.headers["access-control-allow-methods"]
+        allowed = answer.headers["access-control-allow-headers"].lower()
+        assert {"authorization", "content-type", "last-event-id"} <= set(allowed.split(", "))
+        other = await client.options(
+            "/pipelines/quickstart/stream", headers={**PREFLIGHT, "Origin": "https://evil.example"}
+        )
+        assert other.status_code == 400
+        assert "access-control-allow-origin" not in other.headers
+
+
+async def test_cors_simple_request_and_errors_carry_the_headers(
+    make_client: ClientFactory,
+) -> None:
+    async with make_client(cors_origins=[PAGE], api_keys=["k"]) as client:
+        key = {"Authorization": "Bearer k", "Origin": PAGE}
+        listed = await client.get("/pipelines", headers=key)
+        assert listed.status_code == 200
+        assert listed.headers["access-control-allow-origin"] == PAGE
+        exposed = listed.headers["access-control-expose-headers"].lower().split(", ")
+        assert "x-request-id" in exposed and "location" in exposed and "retry-after" in exposed
+        refused = await client.get("/pipelines", headers={"Origin": PAGE})
+        assert refused.status_code == 401  # the page can read why
+        assert refused.headers["access-control-allow-origin"] == PAGE
+        elsewhere = await client.get("/pipelines", headers={**key, "Origin": "https://x.example"})
+        assert "access-control-allow-origin" not in elsewhere.headers
+
+
+@pytest.mark.parametrize("accept", ["text/event-stream", "application/x-ndjson"])
+async def test_cors_headers_on_streaming_responses(make_client: ClientFactory, accept: str) -> None:
+    async with make_client(cors_origins=["*"]) as client:
+        headers = {"Origin": PAGE, "Accept": accept}
+        body = {"items": [1, 2, 3]}
+        async with client.stream(
+            "POST", "/pipelines/quickstart/stream", json=body, headers=headers
+        ) as response:
+            assert response.headers["access-control-allow-origin"] == "*"
+            assert "x-request-id" in response.headers["access-control-expose-headers"].lower()
+            text = "".join([chunk async for chunk in response.aiter_text()])
+        assert '"status":"succeeded"' in text
+
+
+async def test_no_cors_headers_unless_origins_are_set(client: httpx.AsyncClient) -> None:
+    answer = await client.get("/pipelines", headers={"Origin": PAGE})
+    assert "access-control-allow-origin" not in answer.headers
+    preflight = await client.options("/pipelines/quickstart/stream", headers=PREFLIGHT)
+    assert preflight.status_code == 405  # no CORS: OPTIONS is no route
+
+
+@pytest.mark.parametrize("value", ["https://page.example/", "page.example", "https://a.b/path"])
+def test_cors_origins_must_be_origins(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("CONVEYOR_CORS_ORIGINS", f"https://ok.example, {value}")
+    with pytest.raises(ValidationError, match="is not an origin"):
+        Settings()
+    monkeypatch.setenv("CONVEYOR_CORS_ORIGINS", "https://ok.example, *")
+    assert Settings().cors_origins == ["https://ok.example", "*"]
