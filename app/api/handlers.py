@@ -27,7 +27,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, _service_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StoreUnavailable, _store_unavailable)
-    app.add_exception_handler(JobLimitReached, _job_limit)
+    app.add_exception_handler(JobLimitReached, _job_limit)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unexpected)
 
@@ -49,8 +49,8 @@ async def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": f"job store unavailable: {exc}"}, 503)
 
 
-async def _job_limit(request: Request, exc: Exception) -> JSONResponse:
-    error = TooManyJobs(f"too many running jobs: {exc}; retry later")
+async def _job_limit(request: Request, exc: JobLimitReached) -> JSONResponse:
+    error = TooManyJobs(f"too many running jobs: {exc}; retry later", limit=exc.limit)
     return JSONResponse(error.body(), error.status_code, headers=error.headers)
 
 

@@ -9,8 +9,6 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from ...encoding import NDJSON, SSE, dumps, wants_sse
-from ...errors import TooManyJobs
-from ...jobs.store import JobLimitReached
 from ...runs import Collector, Run, RunKind, collect
 from ...streaming import Shutdown, event_response, until_disconnect
 from ...upload import BodyChannel, UploadResponse, ndjson_items
@@ -158,10 +156,8 @@ async def create_job(
 ) -> dict[str, Any]:
     """Start a job: the run goes on without the client; follow it at events_url."""
     items = validated_items(entry, body.items, services.settings)
-    try:
-        record = await services.runner.submit(entry, items, body.mode or mode or "ordered")
-    except JobLimitReached as exc:
-        raise TooManyJobs(f"too many running jobs: {exc}; retry later", limit=exc.limit) from None
+    # over CONVEYOR_MAX_RUNNING_JOBS, JobLimitReached: 429 (app.api.handlers)
+    record = await services.runner.submit(entry, items, body.mode or mode or "ordered")
     base = f"{request.scope.get('root_path', '')}/jobs/{record.job_id}"
     response.headers["Location"] = base
     return {
