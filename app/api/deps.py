@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, Path, Query, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPBearer
 from pydantic import ValidationError
 
 from ..core.config import Settings
@@ -26,6 +26,7 @@ __all__ = [
     "RunRequestDep",
     "Services",
     "ServicesDep",
+    "services_of",
     "validated_items",
 ]
 
@@ -43,37 +44,55 @@ class Services:
     """Set when the service begins to shut down: runs and streams end (see app.streaming)."""
 
 
-def get_services(request: Request) -> Services:
+# Every dependency here is `async def`: FastAPI runs a plain `def` one in its worker threads, a
+# thread hop per dependency and request. Each is also one node of FastAPI's dependency graph, so
+# they take what they need from the request rather than from one another.
+
+
+def services_of(request: Request) -> Services:
+    """What `create_app` built, from the request's app."""
     services: Services = request.app.state.services
     return services
 
 
+async def get_services(request: Request) -> Services:
+    return services_of(request)
+
+
 ServicesDep = Annotated[Services, Depends(get_services)]
 
-_bearer = HTTPBearer(auto_error=False, description="one of CONVEYOR_API_KEYS, when it is set")
+
+class ApiKeyBearer(HTTPBearer):
+    """401 unless the request carries `Authorization: Bearer <key>` (when keys are set).
+
+    FastAPI's `HTTPBearer`, so that OpenAPI declares the scheme, with the check in its own call:
+    one dependency instead of the scheme, the services and the check."""
+
+    async def __call__(self, request: Request) -> None:  # type: ignore[override]
+        keys = services_of(request).settings.api_keys
+        if not keys:
+            return
+        credentials = await super().__call__(request)
+        given = credentials.credentials.encode() if credentials else b""
+        if not any(hmac.compare_digest(given, key.encode()) for key in keys):
+            raise Unauthorized("missing or invalid API key: send Authorization: Bearer <key>")
 
 
-def require_api_key(
-    services: ServicesDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> None:
-    """401 unless the request carries `Authorization: Bearer <key>` (when keys are set)."""
-    keys = services.settings.api_keys
-    if not keys:
-        return
-    given = credentials.credentials.encode() if credentials else b""
-    if not any(hmac.compare_digest(given, key.encode()) for key in keys):
-        raise Unauthorized("missing or invalid API key: send Authorization: Bearer <key>")
+ApiKey = Depends(
+    ApiKeyBearer(
+        auto_error=False,
+        scheme_name="HTTPBearer",
+        description="one of CONVEYOR_API_KEYS, when it is set",
+    )
+)
 
 
-ApiKey = Depends(require_api_key)
-
-
-def get_entry(
-    services: ServicesDep,
+async def get_entry(
+    request: Request,
     name: Annotated[str, Path(description="a registered pipeline (GET /pipelines)")],
 ) -> PipelineEntry:
-    return services.registry.entry(name)
+    """The pipeline named in the path, or 404."""
+    return services_of(request).registry.entry(name)
 
 
 EntryDep = Annotated[PipelineEntry, Depends(get_entry)]
@@ -108,7 +127,7 @@ def _too_large(limit: int) -> BodyTooLarge:
 
 async def get_run_request(request: Request) -> RunRequest:
     """The JSON body `{"items": [...], "mode": ...}`, whatever its Content-Type says."""
-    services = get_services(request)
+    services = services_of(request)
     body = await read_body(request, services.settings.max_body_bytes)
     try:
         return RunRequest.model_validate_json(body)
