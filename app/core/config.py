@@ -52,6 +52,12 @@ class Settings(BaseSettings):
         "`*`: any; none: no CORS headers",
     )
     log_level: LogLevel = "info"
+    gc_threshold: int = Field(
+        default=10_000,
+        ge=0,
+        description="allocations between two collections of Python's youngest GC generation "
+        "(gc.set_threshold's first value; Python's own is 700); 0: leave Python's",
+    )
     redis_url: str | None = None
     job_lease_s: float = Field(default=5.0, gt=0)
 

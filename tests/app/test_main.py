@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator
+
 import httpx
 import pytest
 from pydantic import ValidationError
@@ -117,3 +120,32 @@ def test_cors_origins_must_be_origins(monkeypatch: pytest.MonkeyPatch, value: st
         Settings()
     monkeypatch.setenv("CONVEYOR_CORS_ORIGINS", "https://ok.example, *")
     assert Settings().cors_origins == ["https://ok.example", "*"]
+
+
+# -- the garbage collector: CONVEYOR_GC_THRESHOLD ------------------------------------------------
+
+
+@pytest.fixture
+def _gc_thresholds() -> Iterator[tuple[int, int, int]]:
+    saved = gc.get_threshold()
+    gc.set_threshold(700, 10, 10)
+    yield saved
+    gc.set_threshold(*saved)
+
+
+@pytest.mark.usefixtures("_gc_thresholds")
+async def test_the_young_generation_threshold_is_set_when_the_app_starts() -> None:
+    app = create_app(make_settings(gc_threshold=12_345))
+    assert gc.get_threshold() == (700, 10, 10)  # building the app changes nothing
+    async with app_client(app) as client:
+        assert gc.get_threshold() == (12_345, 10, 10)
+        assert (await client.get("/healthz")).status_code == 200
+    assert Settings().gc_threshold == 10_000  # the default
+
+
+@pytest.mark.usefixtures("_gc_thresholds")
+async def test_a_zero_threshold_leaves_pythons_own() -> None:
+    async with app_client(create_app(make_settings(gc_threshold=0))):
+        assert gc.get_threshold() == (700, 10, 10)
+    with pytest.raises(ValidationError):
+        Settings(gc_threshold=-1)
