@@ -181,6 +181,8 @@ class Run:
         self._metrics.runs.labels(name, kind, self.status).inc()
         self._metrics.inputs.labels(name).inc(self.inputs)
         self._observe(self._metrics.run_duration)
+        if not log.isEnabledFor(logging.INFO):
+            return
         log.info(
             "run ended",
             extra={

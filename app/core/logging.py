@@ -115,6 +115,8 @@ class RequestContext:
         method = scope["method"]
         self.metrics.http_requests.labels(method, route, str(status or 499)).inc()
         self.metrics.http_duration.labels(method, route).observe(seconds)
+        if not self.log.isEnabledFor(logging.INFO):  # the line's fields cost more than a check
+            return
         self.log.info(
             "request",
             extra={
