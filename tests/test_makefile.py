@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -15,9 +16,12 @@ def _planned(target: str, venv: Path) -> list[str]:
     """The commands `make <target>` would run on a machine without the venv (`make -n`)."""
     if shutil.which("make") is None:
         pytest.skip("no make")
+    # not the flags of a `make test` this may run under (they add "Entering directory" lines)
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
     result = subprocess.run(
-        ["make", "-n", target, f"VENV={venv}"],
+        ["make", "--no-print-directory", "-n", target, f"VENV={venv}"],
         cwd=ROOT,
+        env=env,
         capture_output=True,
         text=True,
         timeout=30,
