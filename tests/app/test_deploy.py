@@ -321,10 +321,20 @@ def _start_wait(compose: dict[str, Any], name: str) -> float:
     return max(waits)
 
 
+def _awaited(compose: dict[str, Any], name: str) -> set[str]:
+    """The services `name` waits to be healthy, directly or through another."""
+    found: set[str] = set()
+    for dependency, rule in compose["services"][name].get("depends_on", {}).items():
+        if rule.get("condition") == "service_healthy":
+            found |= {dependency, *_awaited(compose, dependency)}
+    return found
+
+
 def test_compose_health_waits_do_not_delay_the_start(compose: dict[str, Any]) -> None:
     assert _start_wait(compose, "lb") <= 3  # it was 5 + 15 s: Redis's interval, the replicas'
-    for name, service in compose["services"].items():
-        check = service["healthcheck"]
+    assert _awaited(compose, "lb") == {"conveyor", "redis"}
+    for name in ("lb", *_awaited(compose, "lb")):
+        check = compose["services"][name]["healthcheck"]
         assert _seconds(check["start_interval"]) <= 1, name
         assert _seconds(check["start_period"]) >= 10, name  # slow starts are not failures
         assert _seconds(check["interval"]) >= 5, name  # and steady checks stay cheap
