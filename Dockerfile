@@ -15,7 +15,9 @@ WORKDIR /srv/conveyor
 # The dependencies first, read from pyproject.toml alone: this layer is built again only when
 # they change, not at every change of the code.
 COPY pyproject.toml ./
-RUN python -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print("\n".join(p["dependencies"] + p["optional-dependencies"]["service"]))' \
+# EXTRAS=service,ray for Ray stages (docker-compose's ray profile builds it so)
+ARG EXTRAS=service
+RUN python -c 'import os, tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print("\n".join(p["dependencies"] + [r for e in os.environ.get("EXTRAS", "service").split(",") for r in p["optional-dependencies"][e.strip()]]))' \
         > /tmp/requirements.txt \
     && pip install -r /tmp/requirements.txt \
     && rm /tmp/requirements.txt

@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(settings.log_level)
     from .main import begin_shutdown, create_app
+    from .server import server_options
 
     # CONVEYOR_PIPELINES modules are imported from the working directory, as uvicorn does: a
     # console script's sys.path starts at its own bin/ folder instead. The service itself is
@@ -83,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         log_config=log_config(settings.log_level),
         access_log=False,  # the service logs each request itself, with its request id
         timeout_graceful_shutdown=SHUTDOWN_TIMEOUT_S,
+        **server_options(settings),  # connection cap, header deadline (app/server.py)
     )
     server = Server(config, on_exit=lambda: begin_shutdown(app))
     with contextlib.suppress(KeyboardInterrupt):

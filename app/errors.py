@@ -6,7 +6,10 @@
     ├── JobNotFound                     404: no such job, or it expired
     ├── TooManyItems                    413: more items than CONVEYOR_MAX_ITEMS
     ├── BodyTooLarge                    413: a JSON body over CONVEYOR_MAX_BODY_BYTES
+    ├── ItemTooLarge                    413: an item over CONVEYOR_MAX_ITEM_BYTES
     ├── InvalidInput                    422: malformed JSON, a bad field, items off the schema
+    ├── BodyTimeout                     408: a JSON body slower than CONVEYOR_BODY_TIMEOUT_S
+    ├── ClientLeft                      499: the client left before its request body was read
     ├── TooManyJobs                     429: CONVEYOR_MAX_RUNNING_JOBS jobs run (Retry-After)
     └── Unavailable                     503: the job store cannot be reached
     RegistryError (ConveyorError)       startup: a pipelines module cannot be served
@@ -22,8 +25,11 @@ from typing import Any
 from conveyor_core import ConveyorError
 
 __all__ = [
+    "BodyTimeout",
     "BodyTooLarge",
+    "ClientLeft",
     "InvalidInput",
+    "ItemTooLarge",
     "JobNotFound",
     "PipelineNotFound",
     "RegistryError",
@@ -93,10 +99,36 @@ class BodyTooLarge(ServiceError):
     status_code = 413
 
 
+class ItemTooLarge(ServiceError):
+    """An item of a JSON body is larger than CONVEYOR_MAX_ITEM_BYTES."""
+
+    status_code = 413
+
+
 class InvalidInput(ServiceError):
     """Malformed JSON, a bad field or parameter, or items that fail the input schema."""
 
     status_code = 422
+
+
+class BodyTimeout(ServiceError):
+    """The JSON request body did not arrive within CONVEYOR_BODY_TIMEOUT_S (a slow client)."""
+
+    status_code = 408
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Connection": "close"}
+
+
+class ClientLeft(ServiceError):
+    """The client closed the connection in the middle of its request body: nobody to answer.
+
+    Not a server error: the request is logged (one info line) and counted with status 499, as
+    nginx does, and the response goes nowhere.
+    """
+
+    status_code = 499
 
 
 class TooManyJobs(ServiceError):

@@ -79,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             stopping.set()
             await runner.aclose()
+            await _close_executors(registry)
             await store.close()
             log.info("service stopped")
 
@@ -154,6 +155,15 @@ def begin_shutdown(app: FastAPI) -> None:
     """
     services: Services = app.state.services
     services.stopping.set()
+
+
+async def _close_executors(registry: Registry) -> None:
+    """Release the pools and Ray actors of the pipelines' executors (the runs have ended)."""
+    for executor in registry.executors():
+        try:
+            await executor.aclose()
+        except Exception:
+            log.exception("closing executor %s failed", executor.describe())
 
 
 def _version() -> str:

@@ -18,7 +18,14 @@ from typing import Any, cast
 
 import anyio
 
-from conveyor_core import Event, ItemErrorEvent, ResultEvent, RunErrorEvent, describe_error
+from conveyor_core import (
+    EndEvent,
+    Event,
+    ItemErrorEvent,
+    ResultEvent,
+    RunErrorEvent,
+    describe_error,
+)
 
 from .encoding import UnencodableResult, encode_event, printable
 from .metrics import Metrics
@@ -95,7 +102,7 @@ class Run:
                     self._item_error(event.stage, event.action)
                 elif isinstance(event, RunErrorEvent):
                     self._run_error(event.stage)
-                else:
+                elif isinstance(event, EndEvent):
                     self.status = event.status
                 yield wire
                 if self.status is not None:

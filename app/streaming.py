@@ -2,8 +2,9 @@
 
 Both kinds race three things in one task group, and the first to finish cancels the others:
 sending the events, watching `receive` for the client's disconnect, and (SSE) the keep-alive
-ping. Between the run and the socket wait at most `COALESCE` events (what is waiting when the
-socket takes more goes out in one write), so a slow reader slows the run; a send that waits
+ping. Between the run and the socket wait at most `COALESCE` events, and at most about
+`buffer_bytes` of them (CONVEYOR_STREAM_BUFFER_BYTES; what is waiting when the socket takes more
+goes out in one write), so a slow reader slows the run; a send that waits
 longer than `send_timeout` (a frozen client) ends the response. Ending the response, for any
 reason, closes the events iterator, which cancels the run and waits for its calls to stop.
 
@@ -31,6 +32,8 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from .encoding import NDJSON, ndjson_line, sse_message
+from .jobs.store import StoreUnavailable
+from .peer import cut
 
 __all__ = [
     "NDJSONResponse",
@@ -47,6 +50,7 @@ Events = AsyncGenerator[dict[str, Any], None]
 T = TypeVar("T")
 
 COALESCE = 64  # events at most in one write, and waiting between the run and the socket
+BUFFER_BYTES = 1 << 20  # and the bytes of them waiting, past the first (a setting's default)
 SHUTDOWN_GRACE_S = 5.0  # at shutdown, how long sse-starlette lets a stream end by itself
 
 
@@ -66,6 +70,7 @@ async def _framed(
     events: Events,
     frame: Callable[[dict[str, Any]], bytes],
     shutdown: Shutdown | None = None,
+    buffer_bytes: int = BUFFER_BYTES,
 ) -> AsyncGenerator[bytes, None]:
     """The framed events; those already waiting when the socket takes more go out together.
 
@@ -75,6 +80,8 @@ async def _framed(
     while it pulls events; the producer then closes them and queues `shutdown.last`.
     """
     queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(COALESCE)
+    queued = 0  # bytes in the queue
+    room = asyncio.Condition()  # notified as the queue is emptied
     pulling = True  # the producer is taking events (and may be cancelled for the shutdown)
     stopped = False  # the shutdown cancelled the producer
     consuming = True
@@ -88,7 +95,7 @@ async def _framed(
                 async for event in events:
                     seq, ended = event["seq"] + 1, event["type"] == "end"
                     pending = frame(event)
-                    await queue.put(pending)
+                    await put(pending)
                     pending = None
         except asyncio.CancelledError:
             if not stopped:
@@ -109,7 +116,15 @@ async def _framed(
         for item in tail:
             if not consuming:
                 return
-            await queue.put(item)
+            await put(item)
+
+    async def put(item: bytes | BaseException | None) -> None:
+        nonlocal queued
+        if isinstance(item, bytes):
+            async with room:
+                await room.wait_for(lambda: queued < buffer_bytes)
+            queued += len(item)
+        await queue.put(item)
 
     async def watch(shutdown: Shutdown) -> None:
         nonlocal stopped
@@ -128,6 +143,9 @@ async def _framed(
             chunks = [await queue.get()]
             while not queue.empty() and len(chunks) < COALESCE:
                 chunks.append(queue.get_nowait())
+            queued -= sum(len(c) for c in chunks if isinstance(c, bytes))
+            async with room:
+                room.notify_all()
             if isinstance(chunks[-1], BaseException):
                 raise chunks[-1]
             done = chunks[-1] is None
@@ -155,10 +173,12 @@ class NDJSONResponse(Response):
         send_timeout: float,
         headers: dict[str, str] | None = None,
         shutdown: Shutdown | None = None,
+        buffer_bytes: int = BUFFER_BYTES,
     ) -> None:
         self.events = events
         self.send_timeout = send_timeout
         self.shutdown = shutdown
+        self.buffer_bytes = buffer_bytes
         self.status_code = 200
         self.background = None
         self.init_headers(
@@ -178,11 +198,14 @@ class NDJSONResponse(Response):
                 await self._stream(send)
             except TimeoutError:
                 log.warning("a client stopped reading for %ss: stream ended", self.send_timeout)
+                await _end_cut(receive, send)
             tg.cancel_scope.cancel()
 
     async def _stream(self, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-        async with aclosing(_framed(self.events, ndjson_line, self.shutdown)) as lines:
+        async with aclosing(
+            _framed(self.events, ndjson_line, self.shutdown, self.buffer_bytes)
+        ) as lines:
             async for line in lines:
                 with anyio.fail_after(self.send_timeout):
                     await send({"type": "http.response.body", "body": line, "more_body": True})
@@ -204,9 +227,10 @@ class SSEResponse(EventSourceResponse):
         send_timeout: float,
         headers: dict[str, str] | None = None,
         shutdown: Shutdown | None = None,
+        buffer_bytes: int = BUFFER_BYTES,
     ) -> None:
         super().__init__(
-            _framed(events, sse_message, shutdown),
+            _framed(events, sse_message, shutdown, buffer_bytes),
             ping=ping,
             send_timeout=send_timeout,
             sep="\n",
@@ -219,6 +243,16 @@ class SSEResponse(EventSourceResponse):
             await super().__call__(scope, receive, send)
         except SendTimeoutError:
             log.warning("a client stopped reading for %ss: stream ended", self.send_timeout)
+            await _end_cut(receive, send)
+
+
+async def _end_cut(receive: Receive, send: Send) -> None:
+    """End a response whose client takes nothing: drop the connection, so that the server sees
+    a disconnect instead of a response left unfinished (uvicorn logs that as an error); under
+    a server whose connection cannot be reached, the response's end, if it goes out soon."""
+    if not await cut(receive):
+        with anyio.move_on_after(1.0):
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 def event_response(
@@ -229,20 +263,28 @@ def event_response(
     send_timeout: float,
     headers: dict[str, str] | None = None,
     shutdown: Shutdown | None = None,
+    buffer_bytes: int = BUFFER_BYTES,
 ) -> Response:
     """SSE or NDJSON for the same events."""
+    options: dict[str, Any] = {"headers": headers, "shutdown": shutdown}
+    options.update(send_timeout=send_timeout, buffer_bytes=buffer_bytes)
     if sse:
-        return SSEResponse(
-            events, ping=ping, send_timeout=send_timeout, headers=headers, shutdown=shutdown
-        )
-    return NDJSONResponse(events, send_timeout=send_timeout, headers=headers, shutdown=shutdown)
+        return SSEResponse(events, ping=ping, **options)
+    return NDJSONResponse(events, **options)
 
 
-async def closing(events: AsyncIterator[dict[str, Any]]) -> Events:
-    """`events` as a generator whose closing closes `events` too (a job store's follower)."""
+async def closing(events: AsyncIterator[dict[str, Any]], what: str = "events") -> Events:
+    """`events` as a generator whose closing closes `events` too (a job store's follower).
+
+    A store that stays unavailable longer than a follower rides through ends the stream there,
+    without `end` (the client resumes with Last-Event-ID), with a warning instead of an error
+    raised into the server.
+    """
     try:
         async for event in events:
             yield event
+    except StoreUnavailable as exc:
+        log.warning("%s: the job store stayed unavailable (%s): stream closed", what, exc)
     finally:
         aclose = getattr(events, "aclose", None)
         if aclose is not None:

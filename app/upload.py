@@ -9,8 +9,12 @@ earlier lines is cancelled with the run.
     BadLine: line 3: malformed JSON: expected value at line 1 column 1
     BadLine: line 4 (item 3): Input should be a valid integer
     BadLine: line 10001: more than 10000 items (CONVEYOR_MAX_ITEMS)
+    BadLine: line 7: longer than 1048576 bytes (CONVEYOR_MAX_ITEM_BYTES)
+    BadLine: line 12: the upload is larger than 268435456 bytes (CONVEYOR_MAX_UPLOAD_BYTES)
 
 Blank lines are skipped (they still count in line numbers); `\\r\\n` endings are accepted.
+Lines are assembled in time linear in their length, however small the pieces they arrive in;
+a long line's buffer is let go as soon as the line is complete.
 """
 
 from __future__ import annotations
@@ -23,11 +27,12 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
+from .peer import client_gone, transport_of
 from .pipelines.schema import ItemType
 
 __all__ = ["BadLine", "BodyChannel", "UploadResponse", "ndjson_items"]
 
-MAX_LINE_BYTES = 8 * 1024 * 1024  # one item's JSON text
+PROBE_S = 0.25  # while the run does not take the next chunk, how often the client is looked for
 
 
 class BadLine(ValueError):
@@ -53,24 +58,45 @@ class BodyChannel:
 
 
 async def ndjson_items(
-    chunks: AsyncIterator[bytes], item_type: ItemType, *, max_items: int
+    chunks: AsyncIterator[bytes],
+    item_type: ItemType,
+    *,
+    max_items: int,
+    max_line_bytes: int,
+    max_bytes: int,
 ) -> AsyncIterator[Any]:
     """Validated items, one per non-blank line, as the lines complete."""
-    pending = b""
-    line_no = 0
-    position = 0
+    pending = bytearray()  # the start of a line that goes on in the next chunks
+    line_no = position = total = 0
     async for chunk in chunks:
-        lines = (pending + chunk).split(b"\n")
-        pending = lines.pop()
-        if len(pending) > MAX_LINE_BYTES:
-            raise BadLine(f"line {line_no + len(lines) + 1}: longer than {MAX_LINE_BYTES} bytes")
-        for line in lines:
+        total += len(chunk)
+        if total > max_bytes:
+            raise BadLine(
+                f"line {line_no + 1}: the upload is larger than {max_bytes} bytes "
+                "(CONVEYOR_MAX_UPLOAD_BYTES)"
+            )
+        start = 0
+        while (newline := chunk.find(b"\n", start)) >= 0:  # only the new bytes are searched
             line_no += 1
+            if pending:
+                pending += chunk[start:newline]
+                line, pending = bytes(pending), bytearray()
+            else:
+                line = chunk[start:newline]
+            start = newline + 1
+            if len(line) > max_line_bytes:
+                raise BadLine(f"line {line_no}: longer than {max_line_bytes} bytes{_LIMIT}")
             if line.strip():
                 yield _item(line, line_no, position, item_type, max_items)
                 position += 1
+        if len(pending) + len(chunk) - start > max_line_bytes:
+            raise BadLine(f"line {line_no + 1}: longer than {max_line_bytes} bytes{_LIMIT}")
+        pending += chunk[start:]
     if pending.strip():
-        yield _item(pending, line_no + 1, position, item_type, max_items)
+        yield _item(bytes(pending), line_no + 1, position, item_type, max_items)
+
+
+_LIMIT = " (CONVEYOR_MAX_ITEM_BYTES)"
 
 
 def _item(line: bytes, line_no: int, position: int, item_type: ItemType, max_items: int) -> Any:
@@ -98,6 +124,11 @@ class UploadResponse(Response):
     `Expect: 100-continue` (what `curl -T -` sends) when the app first calls `receive`, and
     only while no response has started. Starting first would leave curl holding its upload
     back (a second, then the whole body at once).
+
+    While the run does not take the next chunk (it is behind: backpressure), the body is not
+    read, so `receive` cannot tell of a disconnect; the connection's socket is asked instead,
+    every `PROBE_S` (`app.peer.client_gone`), and a client gone cancels the run as a
+    disconnect does.
     """
 
     def __init__(self, inner: Response, body: BodyChannel) -> None:
@@ -114,6 +145,8 @@ class UploadResponse(Response):
             await disconnected.wait()
             return {"type": "http.disconnect"}
 
+        inner_receive.transport = transport_of(receive)  # type: ignore[attr-defined]
+
         received = anyio.Event()  # the first body message (or the disconnect) has arrived
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._pump, receive, disconnected, received)
@@ -125,6 +158,7 @@ class UploadResponse(Response):
     async def _pump(
         self, receive: Receive, disconnected: anyio.Event, received: anyio.Event
     ) -> None:
+        gone = client_gone(receive)
         with self.channel.sender as sender:
             while True:
                 message = await receive()
@@ -135,7 +169,14 @@ class UploadResponse(Response):
                 chunk = message.get("body", b"")
                 if chunk:
                     try:
-                        await sender.send(chunk)
+                        while True:
+                            with anyio.move_on_after(PROBE_S if gone else None) as waiting:
+                                await sender.send(chunk)
+                            if not waiting.cancelled_caught:
+                                break
+                            if gone is not None and gone():
+                                disconnected.set()
+                                return
                     except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                         pass  # the run stopped reading: drain the rest of the body
                 if not message.get("more_body", False):

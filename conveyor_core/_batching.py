@@ -12,15 +12,30 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from operator import itemgetter
 from typing import Any
 
-__all__ = ["Batcher"]
+__all__ = ["Batcher", "Member", "holdings_of", "values_of"]
 
-Member = tuple[Any, list[int]]
+Member = tuple[Any, Any, Any]  # (value, hold, tag): see `_budget.Hold` and `_trace.Tag`
+
+
+def values_of(members: list[Member]) -> list[Any]:
+    """The batch a batch task receives: its members' values."""
+    return list(map(_value, members))
+
+
+def holdings_of(members: list[Member]) -> list[Any]:
+    """The holdings of a batch's members (see `_budget`)."""
+    return list(map(_holding, members))
+
+
+_value = itemgetter(0)
+_holding = itemgetter(1)
 
 
 class Batcher:
-    """Groups (value, sources) pairs into batches for one batch task."""
+    """Groups values into batches for one batch task."""
 
     def __init__(
         self,
@@ -41,15 +56,18 @@ class Batcher:
         self._timer: asyncio.TimerHandle | None = None
         self._overdue = False
 
-    def add(self, value: Any, sources: list[int]) -> None:
+    def add(self, value: Any, hold: Any, tag: Any) -> None:
         members = self._members
-        members.append((value, sources))
+        members.append((value, hold, tag))
         size = len(members)
-        if size >= self._max_size or (self._overdue and size >= self._min_size):
+        if size >= self._max_size:
             self._flush()
-        elif size == 1 and self._max_wait is not None:
-            loop = asyncio.get_running_loop()
-            self._timer = loop.call_later(self._max_wait, self._on_timeout)
+        elif size == 1:
+            if self._max_wait is not None:
+                loop = asyncio.get_running_loop()
+                self._timer = loop.call_later(self._max_wait, self._on_timeout)
+        elif self._overdue and size >= self._min_size:
+            self._flush()
 
     def close(self) -> None:
         """The input ended: release or drop the remainder, then close downstream."""

@@ -29,18 +29,27 @@ class ServerSentEvent:
 
 
 async def iter_lines(chunks: AsyncIterable[bytes]) -> AsyncIterator[str]:
-    """Decoded lines without their line ends; a last line without an end is dropped."""
+    """Decoded lines without their line ends; a last line without an end is dropped.
+
+    Only the text of each new chunk is searched, and a line's pieces are joined once it ends,
+    so a long line that arrives in small pieces costs time linear in its length.
+    """
     decoder = codecs.getincrementaldecoder("utf-8")()
-    buffer = ""
+    pieces: list[str] = []  # the line read so far
+    held = ""  # a CR that ended the last chunk: maybe the first half of a CRLF
     async for chunk in chunks:
-        buffer += decoder.decode(chunk)
+        text = held + decoder.decode(chunk)
+        held = ""
+        if text.endswith("\r"):
+            held, text = "\r", text[:-1]
         start = 0
-        for match in _LINE_END.finditer(buffer):
-            if match.group() == "\r" and match.end() == len(buffer):
-                break  # maybe the first half of a CRLF split across chunks
-            yield buffer[start : match.start()]
+        for match in _LINE_END.finditer(text):
+            pieces.append(text[start : match.start()])
+            yield "".join(pieces)
+            pieces = []
             start = match.end()
-        buffer = buffer[start:]
+        if start < len(text):
+            pieces.append(text[start:])
 
 
 async def iter_sse(chunks: AsyncIterable[bytes]) -> AsyncIterator[ServerSentEvent]:

@@ -3,7 +3,8 @@
     ConveyorError               base of every error this project raises itself
     ├── PipelineDefinitionError a task or pipeline declared or composed wrongly (a TypeError)
     ├── InvalidRunError         a run started with bad arguments (a ValueError)
-    └── StreamConsumedError     an AsyncStream iterated a second time (a RuntimeError)
+    ├── StreamConsumedError     an AsyncStream iterated a second time (a RuntimeError)
+    └── WorkerLost              the worker running a call (a process, a Ray actor) died during it
 
 The client (`conveyor_core.client`) adds its own errors under `ConveyorError`.
 
@@ -18,6 +19,7 @@ __all__ = [
     "InvalidRunError",
     "PipelineDefinitionError",
     "StreamConsumedError",
+    "WorkerLost",
 ]
 
 
@@ -35,3 +37,9 @@ class InvalidRunError(ConveyorError, ValueError):
 
 class StreamConsumedError(ConveyorError, RuntimeError):
     """Raised when an `AsyncStream` is iterated again: a stream runs its pipeline once."""
+
+
+class WorkerLost(ConveyorError):
+    """Raised in place of a call's result when the worker running it elsewhere (a process of a
+    pool, a Ray actor or task) died before the call ended. It names the stage; the task's retry
+    policy retries it like any error, on a live or replaced worker."""

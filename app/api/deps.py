@@ -10,13 +10,14 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Path, Query, Request
 from fastapi.security import HTTPBearer
-from pydantic import ValidationError
+from starlette.requests import ClientDisconnect
 
 from ..core.config import Settings
-from ..errors import BodyTooLarge, InvalidInput, TooManyItems, Unauthorized
+from ..errors import BodyTimeout, BodyTooLarge, ClientLeft, TooManyItems, Unauthorized
 from ..jobs import JobRunner, JobStore
 from ..metrics import Metrics
 from ..pipelines import PipelineEntry, Registry
+from .body import parse_run_body
 from .models import Mode, RunRequest
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "RunRequestDep",
     "Services",
     "ServicesDep",
+    "key_matches",
     "services_of",
     "validated_items",
 ]
@@ -73,9 +75,14 @@ class ApiKeyBearer(HTTPBearer):
         if not keys:
             return
         credentials = await super().__call__(request)
-        given = credentials.credentials.encode() if credentials else b""
-        if not any(hmac.compare_digest(given, key.encode()) for key in keys):
+        if not key_matches(keys, credentials.credentials if credentials else ""):
             raise Unauthorized("missing or invalid API key: send Authorization: Bearer <key>")
+
+
+def key_matches(keys: list[str], given: str) -> bool:
+    """True when `given` is one of `keys` (compared in constant time)."""
+    data = given.encode()
+    return any(hmac.compare_digest(data, key.encode()) for key in keys)
 
 
 ApiKey = Depends(
@@ -103,20 +110,30 @@ ModeQuery = Annotated[
 ]
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int, timeout_s: float = 60.0) -> bytearray:
     """The request body, refused (413) past `limit` bytes: at once when its Content-Length says
-    so, else as soon as that many bytes have arrived (nothing more is read)."""
+    so, else as soon as that many bytes have arrived (nothing more is read); and refused (408)
+    when it has not all arrived within `timeout_s`."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
-    chunks: list[bytes] = []
+    body = bytearray()  # grown in place: no copy of the whole body at the end
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise _too_large(limit)
+                body += chunk
+    except TimeoutError:
+        raise BodyTimeout(
+            f"the request body did not arrive within {timeout_s}s (CONVEYOR_BODY_TIMEOUT_S): "
+            f"{size} bytes came"
+        ) from None
+    except ClientDisconnect:
+        raise ClientLeft(f"the client left after {size} bytes of its request body") from None
+    return body
 
 
 def _too_large(limit: int) -> BodyTooLarge:
@@ -127,31 +144,21 @@ def _too_large(limit: int) -> BodyTooLarge:
 
 async def get_run_request(request: Request) -> RunRequest:
     """The JSON body `{"items": [...], "mode": ...}`, whatever its Content-Type says."""
-    services = services_of(request)
-    body = await read_body(request, services.settings.max_body_bytes)
-    try:
-        return RunRequest.model_validate_json(body)
-    except ValidationError as exc:
-        errors = exc.errors(include_url=False, include_input=False)
-        if errors and errors[0]["type"] == "json_invalid":
-            message = f"malformed JSON body: {errors[0]['ctx']['error']}"
-        else:
-            message = 'the body must be {"items": [...], "mode": "ordered" | "as_completed"}'
-        raise InvalidInput(message, errors=_plain(errors)) from None
+    settings = services_of(request).settings
+    body = await read_body(request, settings.max_body_bytes, settings.body_timeout_s)
+    return await parse_run_body(
+        body, max_items=settings.max_items, max_item_bytes=settings.max_item_bytes
+    )
 
 
 RunRequestDep = Annotated[RunRequest, Depends(get_run_request)]
 
 
-def validated_items(entry: PipelineEntry, items: list[Any], settings: Settings) -> list[Any]:
+async def validated_items(entry: PipelineEntry, items: list[Any], settings: Settings) -> list[Any]:
     """The items as the pipeline takes them: 413 over the limit, 422 off the schema."""
     if len(items) > settings.max_items:
         raise TooManyItems(
             f"{len(items)} items; the limit is {settings.max_items} per request",
             limit=settings.max_items,
         )
-    return entry.input.validate_many(items)
-
-
-def _plain(errors: list[Any]) -> list[dict[str, Any]]:
-    return [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in errors]
+    return await entry.input.validate_many(items)

@@ -35,6 +35,11 @@ class RunRequest(BaseModel):
 class StageInfo(BaseModel):
     name: str
     kind: str = Field(description="single, batch or stream")
+    executor: str | None = Field(
+        default=None,
+        description='where its calls run: "thread", "process", "ray-actors x2", "ray-tasks", ...; '
+        "absent: in the service's event loop",
+    )
     max_size: int | None = None
     min_size: int | None = None
     max_wait: float | None = None

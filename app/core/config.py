@@ -34,6 +34,14 @@ class Settings(BaseSettings):
         ge=1,
         description="a JSON request body larger than this is refused (413) before it is read",
     )
+    max_item_bytes: int = Field(
+        default=1 << 20,
+        ge=1,
+        description="one item's JSON text (a JSON body's item, an NDJSON line): larger is refused",
+    )
+    max_upload_bytes: int = Field(
+        default=256 << 20, ge=1, description="an NDJSON upload's whole body: larger fails the run"
+    )
     max_running_jobs: int = Field(default=100, ge=1)
     max_in_flight: int | None = Field(
         default=None,
@@ -42,6 +50,15 @@ class Settings(BaseSettings):
         "(none: the engine's default, 4096)",
     )
     job_ttl_s: float = Field(default=3600.0, gt=0, description="retention of a finished job")
+    job_store_max_bytes: int = Field(
+        default=256 << 20,
+        ge=1,
+        description="in-memory job store: bytes of events kept (finished jobs are evicted, "
+        "oldest first, to make room)",
+    )
+    job_store_max_jobs: int = Field(
+        default=10_000, ge=1, description="in-memory job store: jobs kept, running or finished"
+    )
     sse_ping_s: float = Field(default=15.0, ge=0, description="SSE keep-alive comment period")
     send_timeout_s: float = Field(
         default=30.0, gt=0, description="a stream whose client takes longer to accept a write ends"
@@ -51,6 +68,25 @@ class Settings(BaseSettings):
         description="origins whose browser pages may call the service (CORS), comma-separated; "
         "`*`: any; none: no CORS headers",
     )
+    max_connections: int = Field(
+        default=4096,
+        ge=1,
+        description="conveyor serve: concurrent connections; a request beyond them gets 503",
+    )
+    header_timeout_s: float = Field(
+        default=10.0, gt=0, description="conveyor serve: a request's headers must arrive in this"
+    )
+    body_timeout_s: float = Field(
+        default=60.0, gt=0, description="a JSON request body must arrive within this (408)"
+    )
+    keep_alive_s: int = Field(
+        default=5, ge=1, description="conveyor serve: an idle kept-alive connection is closed"
+    )
+    stream_buffer_bytes: int = Field(
+        default=1 << 20,
+        ge=1,
+        description="bytes of a stream's events waiting between its run and a slow socket",
+    )
     log_level: LogLevel = "info"
     gc_threshold: int = Field(
         default=10_000,
@@ -59,6 +95,11 @@ class Settings(BaseSettings):
         "(gc.set_threshold's first value; Python's own is 700); 0: leave Python's",
     )
     redis_url: str | None = None
+    store_timeout_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="a job store call a request waits on fails (503) past this deadline",
+    )
     job_lease_s: float = Field(default=5.0, gt=0)
 
     @field_validator("pipelines", "cors_origins", mode="before")

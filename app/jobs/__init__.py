@@ -11,13 +11,17 @@ from .store import JobRecord, JobStatus, JobStore
 
 __all__ = ["JobRecord", "JobRunner", "JobStatus", "JobStore", "MemoryJobStore", "create_store"]
 
-REDIS_STORE = ".redis"  # defines RedisJobStore(url, *, ttl_s, lease_s); relative to this package
+REDIS_STORE = ".redis"  # RedisJobStore(url, *, ttl_s, lease_s, timeout_s), relative to here
 
 
 def create_store(settings: Settings) -> JobStore:
     """The in-memory store, or the Redis one when CONVEYOR_REDIS_URL is set."""
     if not settings.redis_url:
-        return MemoryJobStore(ttl_s=settings.job_ttl_s)
+        return MemoryJobStore(
+            ttl_s=settings.job_ttl_s,
+            max_bytes=settings.job_store_max_bytes,
+            max_jobs=settings.job_store_max_jobs,
+        )
     try:
         module = importlib.import_module(REDIS_STORE, __package__)
     except ModuleNotFoundError as exc:
@@ -25,6 +29,9 @@ def create_store(settings: Settings) -> JobStore:
             "CONVEYOR_REDIS_URL is set, but this version has no Redis job store"
         ) from exc
     store: JobStore = module.RedisJobStore(
-        settings.redis_url, ttl_s=settings.job_ttl_s, lease_s=settings.job_lease_s
+        settings.redis_url,
+        ttl_s=settings.job_ttl_s,
+        lease_s=settings.job_lease_s,
+        timeout_s=settings.store_timeout_s,
     )
     return store

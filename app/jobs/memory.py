@@ -1,44 +1,87 @@
-"""The in-memory job store: the embedded default, for one process."""
+"""The in-memory job store: the embedded default, for one process.
+
+What it keeps is bounded. Each event is kept as its JSON bytes, and the store counts those bytes
+(plus `EVENT_OVERHEAD` per event, the bookkeeping of a kept event) against `max_bytes`, and the
+jobs it keeps, running or finished, against `max_jobs`. To make room it evicts finished jobs,
+oldest finished first; an evicted job is gone as an expired one is (404). Running jobs are never
+evicted: when they alone hold `max_bytes`, the next event that does not fit (other than an
+`error` or an `end`, which always fit) is refused with `StoreFull`, and the runner fails that
+job (`error` `StoreFull: ...`, then `end` failed); when `max_jobs` jobs all run, `create`
+refuses a new one (`JobLimitReached`: 429). Expired jobs are dropped when looked up and, between
+`start()` and `close()`, by a purge every `purge_every_s` seconds.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import heapq
+import contextlib
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from .codec import dumps, loads
 from .store import (
     JobLimitReached,
     JobNotFound,
     JobRecord,
     JobStatus,
     JobStore,
+    StoreFull,
     WireEvent,
     resume_after,
 )
+from .tasks import stop_tasks
 
-__all__ = ["MemoryJobStore"]
+__all__ = ["EVENT_OVERHEAD", "MemoryJobStore"]
+
+EVENT_OVERHEAD = 48  # bytes counted per kept event besides its JSON (object header, list slot)
+PURGE_EVERY_S = 10.0  # at most; a shorter retention time purges as often as it expires jobs
+TERMINAL = ("error", "end")  # events always taken, so that a refused job can still end
 
 
 @dataclass(slots=True)
 class _Job:
     record: JobRecord
-    events: list[WireEvent] = field(default_factory=list)
+    events: list[bytes] = field(default_factory=list)  # each event's JSON
+    size: int = 0  # bytes counted for its events
     changed: asyncio.Event = field(default_factory=asyncio.Event)  # replaced at every append
     cancel: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class MemoryJobStore(JobStore):
-    """Jobs in a dict; followers wake on an `asyncio.Event` per append; expiry is lazy."""
+    """Jobs in a dict; followers wake on an `asyncio.Event` per append; see the module doc."""
 
-    def __init__(self, *, ttl_s: float = 3600.0, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        *,
+        ttl_s: float = 3600.0,
+        max_bytes: int = 256 << 20,
+        max_jobs: int = 10_000,
+        purge_every_s: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self._ttl_s = ttl_s
+        self._max_bytes = max_bytes
+        self._max_jobs = max_jobs
+        self._purge_every_s = purge_every_s or min(PURGE_EVERY_S, ttl_s)
         self._clock = clock
         self._jobs: dict[str, _Job] = {}
-        self._expiry: list[tuple[float, str]] = []  # heap of (deadline, job_id)
+        self._finished: OrderedDict[str, float] = OrderedDict()  # id: expiry, oldest first
         self._running = 0
+        self._bytes = 0
+        self._purger: asyncio.Task[None] | None = None
+
+    @property
+    def retained_bytes(self) -> int:
+        """The bytes counted for the events kept now."""
+        return self._bytes
+
+    @property
+    def retained_jobs(self) -> int:
+        """The jobs kept now, running or finished."""
+        return len(self._jobs)
 
     async def create(self, record: JobRecord, *, max_running: int) -> None:
         self._purge()
@@ -46,6 +89,10 @@ class MemoryJobStore(JobStore):
             raise ValueError(f"job {record.job_id!r} exists")
         if self._running >= max_running:
             raise JobLimitReached(self._running, max_running)
+        while len(self._jobs) >= self._max_jobs and self._finished:
+            self._drop(next(iter(self._finished)))
+        if len(self._jobs) >= self._max_jobs:  # every job kept runs
+            raise JobLimitReached(self._running, self._max_jobs)
         self._jobs[record.job_id] = _Job(replace(record))
         self._running += 1
 
@@ -61,7 +108,18 @@ class MemoryJobStore(JobStore):
             raise ValueError(f"job {job_id!r} has ended")
         if event["seq"] != len(job.events):
             raise ValueError(f"event seq {event['seq']} != next seq {len(job.events)}")
-        job.events.append(event)
+        data = dumps(event)
+        size = len(data) + EVENT_OVERHEAD
+        while self._bytes + size > self._max_bytes and self._finished:
+            self._drop(next(iter(self._finished)))
+        if self._bytes + size > self._max_bytes and event["type"] not in TERMINAL:
+            raise StoreFull(
+                f"running jobs hold {self._bytes} bytes of events; the in-memory job store "
+                f"keeps at most {self._max_bytes} (CONVEYOR_JOB_STORE_MAX_BYTES)"
+            )
+        job.events.append(data)
+        job.size += size
+        self._bytes += size
         if event["type"] == "end":
             self._finish(job, event)
         changed, job.changed = job.changed, asyncio.Event()
@@ -77,7 +135,7 @@ class MemoryJobStore(JobStore):
         while True:
             changed = job.changed
             while position < len(job.events):
-                event = job.events[position]
+                event = loads(job.events[position])
                 position += 1
                 yield event
             if not follow or job.record.finished:
@@ -109,14 +167,38 @@ class MemoryJobStore(JobStore):
         job = self._live(job_id)
         if job is None:
             return []
-        return [e["value"] for e in job.events if e["type"] == "result"]
+        events = (loads(data) for data in job.events)
+        return [e["value"] for e in events if e["type"] == "result"]
+
+    async def start(self) -> None:
+        """Purge expired jobs every `purge_every_s`, until `close()`."""
+        if self._purger is None:
+            self._purger = asyncio.create_task(self._purge_forever(), name="conveyor-purge")
+
+    async def close(self) -> None:
+        purger, self._purger = self._purger, None
+        if purger is not None:
+            await stop_tasks([purger], 1.0)
+
+    async def _purge_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._purge_every_s)
+            with contextlib.suppress(Exception):
+                self._purge()
 
     def _finish(self, job: _Job, end: WireEvent) -> None:
         job.record.status = JobStatus(end["status"])
         job.record.stats = end.get("stats")
         job.record.finished_at = time.time()
         self._running -= 1
-        heapq.heappush(self._expiry, (self._clock() + self._ttl_s, job.record.job_id))
+        self._finished[job.record.job_id] = self._clock() + self._ttl_s
+
+    def _drop(self, job_id: str) -> None:
+        """Forget a finished job (expired or evicted); its followers finish their replay."""
+        self._finished.pop(job_id, None)
+        job = self._jobs.pop(job_id, None)
+        if job is not None:
+            self._bytes -= job.size
 
     def _live(self, job_id: str) -> _Job | None:
         self._purge()
@@ -124,6 +206,8 @@ class MemoryJobStore(JobStore):
 
     def _purge(self) -> None:
         now = self._clock()
-        while self._expiry and self._expiry[0][0] <= now:
-            _, job_id = heapq.heappop(self._expiry)
-            self._jobs.pop(job_id, None)
+        while self._finished:
+            job_id, deadline = next(iter(self._finished.items()))
+            if deadline > now:
+                return
+            self._drop(job_id)

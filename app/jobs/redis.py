@@ -37,13 +37,14 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from pydantic_core import from_json, to_json
 from redis import exceptions as rexc
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 from . import redis_scripts as lua
+from .codec import dumps as _dumps
+from .codec import loads as _loads
 from .keys import DEFAULT_PREFIX, EVENT_FIELD, Keys, entry_id
 from .redis_tail import Tail
 from .redis_writer import Behind, EventWriter, Pending
@@ -98,11 +99,13 @@ class RedisJobStore(JobStore):
         lease_s: float = 5.0,
         prefix: str | None = None,
         retry_s: float = 30.0,
+        timeout_s: float = 2.0,
     ) -> None:
         url, url_prefix = _split_prefix(url)
         self.url = _without_password(url)
         self.lease_s = lease_s
         self.retry_s = retry_s
+        self.timeout_s = timeout_s
         self._ttl_ms = max(1, round(ttl_s * 1000))
         self._lost_ms = max(1, round(LOST_AFTER * lease_s * 1000))
         self._keys = Keys(prefix or url_prefix or DEFAULT_PREFIX)
@@ -134,7 +137,7 @@ class RedisJobStore(JobStore):
     async def create(self, record: JobRecord, *, max_running: int) -> None:
         keys = [self._keys.job(record.job_id), self._keys.running]
         args: list[Any] = [record.job_id, max_running, self._lost_ms, next(self._tokens)]
-        with self._unavailable():
+        async with self._bounded():
             code, count = await self._create(keys, [*args, *_fields(record, self._lost_ms)])
         if code == 1:
             raise ValueError(f"job {record.job_id!r} exists")
@@ -143,7 +146,7 @@ class RedisJobStore(JobStore):
 
     async def get(self, job_id: str) -> JobRecord | None:
         await self._settle(job_id)
-        with self._unavailable():
+        async with self._bounded():
             data = await self._redis.hgetall(self._keys.job(job_id))
         return _record(cast(dict[bytes, bytes], data)) if data else None
 
@@ -168,7 +171,11 @@ class RedisJobStore(JobStore):
         last = resume_after(after)
         while True:
             # catching up: a script call returns many events as one JSON array
-            status, events, count = await self._retrying(backoff, self._read_bulk, job_id, last)
+            if follow:  # a follower rides through an outage, for `retry_s`
+                status, events, count = await self._retrying(backoff, self._read_bulk, job_id, last)
+            else:  # a snapshot (results) is a request's: bounded
+                async with self._bounded():
+                    status, events, count = await self._read_bulk(job_id, last)
             check_cancelled()
             for event in events:
                 yield event
@@ -199,7 +206,7 @@ class RedisJobStore(JobStore):
                 self._leave(tail, job_id)
 
     async def request_cancel(self, job_id: str) -> JobRecord | None:
-        with self._unavailable():
+        async with self._bounded():
             flat = await self._cancel([self._keys.job(job_id)], [self._keys.cancel, job_id])
         if not flat:
             return None
@@ -211,7 +218,7 @@ class RedisJobStore(JobStore):
         waiter.count += 1
         try:
             try:
-                with self._unavailable():
+                async with self._bounded():
                     flag = await self._redis.hget(self._keys.job(job_id), "cancel_requested")
                 check_cancelled()
             except StoreUnavailable as exc:  # the listener checks again once Redis is back
@@ -228,11 +235,11 @@ class RedisJobStore(JobStore):
                 del self._waiters[job_id]
 
     async def running_count(self) -> int:
-        with self._unavailable():
+        async with self._bounded():
             return int(await self._redis.zcard(self._keys.running))
 
     async def ping(self) -> None:
-        with self._unavailable():
+        async with self._bounded():
             await self._redis.ping()
 
     def abandon(self, job_id: str) -> None:
@@ -241,7 +248,7 @@ class RedisJobStore(JobStore):
             writer.abandon()
 
     async def renew_lease(self, job_id: str) -> None:
-        with self._unavailable():
+        async with self._bounded():
             state = await self._renew([self._keys.job(job_id), self._keys.running], [job_id])
         if state:  # 1: cancellation requested (a missed message); -1: the job was lost
             if state < 0:
@@ -438,6 +445,20 @@ class RedisJobStore(JobStore):
                 backoff.reset()
                 return result
 
+    @contextlib.asynccontextmanager
+    async def _bounded(self) -> AsyncIterator[None]:
+        """A call someone waits on (a request, the runner): `StoreUnavailable` when Redis does
+        not answer within `timeout_s` (frozen, not only down), or cannot be reached."""
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                yield
+        except TimeoutError as exc:  # before UNREACHABLE: a TimeoutError is an OSError
+            raise StoreUnavailable(
+                f"Redis at {self.url} did not answer within {self.timeout_s}s"
+            ) from exc
+        except UNREACHABLE as exc:
+            raise self._error(exc) from exc
+
     @contextlib.contextmanager
     def _unavailable(self) -> Iterator[None]:
         try:
@@ -474,38 +495,6 @@ class _Backoff:
             log.info("%s: Redis answers again", self.what)
         self._since = None
         self._delay = BACKOFF_FIRST_S
-
-
-def _dumps(value: Any) -> bytes:
-    return to_json(value, inf_nan_mode="null")
-
-
-def _loads(data: bytes | str) -> Any:
-    """JSON written by `_dumps`, integers of any length included.
-
-    pydantic's parser, like `int(str)`, refuses integers over Python's digit limit (4300 by
-    default) which `_dumps` writes all the same; such documents go to the standard parser,
-    whose integers are converted in pieces below the limit.
-    """
-    try:
-        return from_json(data)
-    except ValueError:
-        return json.loads(data, parse_int=_int)
-
-
-_DIGITS = 4000  # under sys.get_int_max_str_digits()'s default, 4300
-
-
-def _int(text: str) -> int:
-    """`int(text)` for a JSON integer of any length."""
-    if len(text) <= _DIGITS:
-        return int(text)
-    digits = text.lstrip("-")
-    value = 0
-    for start in range(0, len(digits), _DIGITS):
-        piece = digits[start : start + _DIGITS]
-        value = value * 10 ** len(piece) + int(piece)
-    return -value if text.startswith("-") else value
 
 
 def _pending(event: WireEvent) -> Pending:

@@ -31,6 +31,9 @@ The contract every implementation keeps (tests/app/test_jobs_store_contract.py c
   shared store uses it to tell a live job from one whose replica died: a job whose lease is three
   periods old gets, written once by one replica, an `error` event whose `error` starts with
   `WorkerLost`, then `end` with status `failed`.
+- A store may bound what it keeps: to make room it drops finished jobs, oldest finished first
+  (an evicted job is gone, as an expired one), and it refuses an event that still does not fit
+  with `StoreFull` (never an `error` or an `end`).
 - `ping` raises `StoreUnavailable` when the store cannot be reached (`/readyz` answers 503).
   Any method may raise `StoreUnavailable` (job routes answer 503).
 """
@@ -53,6 +56,7 @@ __all__ = [
     "JobStatus",
     "JobStore",
     "JobStoreError",
+    "StoreFull",
     "StoreUnavailable",
     "WireEvent",
     "resume_after",
@@ -145,6 +149,14 @@ class JobLimitReached(JobStoreError):
         super().__init__(f"{running} jobs are running; the limit is {limit}")
         self.running = running
         self.limit = limit
+
+
+class StoreFull(JobStoreError):
+    """A bounded store cannot take the event: what it must keep (running jobs) fills it.
+
+    Raised by `append` for an event other than `error` and `end` (those always fit, so that the
+    runner can fail the job: `error` `StoreFull: ...`, then `end` failed).
+    """
 
 
 class StoreUnavailable(JobStoreError):

@@ -7,16 +7,19 @@
 - `timeline`: each item is a delay in seconds; compare ordered and as_completed.
 - `rag`: a simulated fetch, a batch re-rank, an enrichment, with realistic latencies.
 
-Everything is deterministic: the same input gives the same results and the same item errors.
+The same input gives the same results, in the same order, and the same item errors. Only where
+`item_error` events fall in the stream varies: each is sent when its error happens, so two that
+happen at about the same time (in `error_handling`, the skipped batch and the handled items;
+13's last retry and 4's last retry, whose backoffs are the same) come in either order.
 """
 
 from __future__ import annotations
 
 import asyncio
 import zlib
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from conveyor_core import ErrorHandler, as_pipeline, batch_task, single_task
 
@@ -143,7 +146,7 @@ async def flaky_call(item: Attempted) -> Attempted:
 
 
 class BusinessRuleHandler(ErrorHandler):
-    """Turns a business-rule violation into a flagged item; other errors go to on_error."""
+    """Turns a business-rule violation into a flagged item; other errors are re-raised."""
 
     async def handle_error(
         self, error: Exception, item: Any, task_name: str, attempt: int
@@ -176,14 +179,18 @@ async def strict_batch(batch: list[Checked]) -> BatchSum:
 # -- timeline ---------------------------------------------------------------------------------
 
 
+MAX_DELAY_S = 60.0
+Delay = Annotated[float, Field(ge=0, le=MAX_DELAY_S, description="seconds to wait, 0 to 60")]
+
+
 @single_task
-async def wait(delay: float) -> float:
+async def wait(delay: Delay) -> float:
     """Waits each item's number of seconds, then yields it: compare ordered and as_completed.
 
     With [0.1, 0.2, 0.3, 0.4, 0.5, 2.0, 0.7, 0.8], ordered mode yields the first five at once
     and 6, 7, 8 together at 2 s; as_completed yields each item as its wait ends.
     """
-    await asyncio.sleep(max(delay, 0.0))
+    await asyncio.sleep(delay)
     return delay
 
 
@@ -212,8 +219,11 @@ def _unit(*parts: object) -> float:
     return (zlib.crc32("\x1f".join(map(str, parts)).encode()) % 10_000) / 10_000
 
 
+Query = Annotated[str, Field(min_length=1, max_length=1000, description="a search query")]
+
+
 @single_task
-async def fetch(query: str) -> list[Document]:
+async def fetch(query: Query) -> list[Document]:
     """Retrieves documents for each query, re-ranks them in batches, enriches the best ones.
 
     A simulated retrieval-augmented generation front end: fetch (50-250 ms per query, three

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from conveyor_core import Pipeline, as_pipeline
+from conveyor_core import Executor, Pipeline, as_pipeline
 
 from ..errors import PipelineNotFound, RegistryError
 from .schema import ItemType
@@ -63,11 +63,23 @@ class PipelineEntry:
         out = []
         for stage in self.pipeline.stages:
             info: dict[str, Any] = {"name": stage.name, "kind": stage.kind}
+            executor = getattr(stage, "executor", None)
+            if executor is not None:  # else its calls run in the service's event loop
+                info["executor"] = executor.describe()
             if stage.kind == "batch":
                 for option in ("max_size", "min_size", "max_wait"):
                     info[option] = getattr(stage, option, None)
             out.append(info)
         return out
+
+    def executors(self) -> list[Executor]:
+        """The executors of its stages (each once), which the service closes when it stops."""
+        found: dict[int, Executor] = {}
+        for stage in self.pipeline.stages:
+            executor = getattr(stage, "executor", None)
+            if executor is not None:
+                found.setdefault(id(executor), executor)
+        return list(found.values())
 
     def describe(self) -> dict[str, Any]:
         """The entry as `GET /pipelines/{name}` answers it."""
@@ -103,6 +115,14 @@ class Registry(Mapping[str, PipelineEntry]):
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def executors(self) -> list[Executor]:
+        """Every executor of the registered pipelines' stages, each once."""
+        found: dict[int, Executor] = {}
+        for entry in self._entries.values():
+            for executor in entry.executors():
+                found.setdefault(id(executor), executor)
+        return list(found.values())
 
     def entry(self, name: str) -> PipelineEntry:
         """The entry, or `PipelineNotFound` (404)."""

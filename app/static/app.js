@@ -120,6 +120,11 @@
           el("span", { className: "stage-name", textContent: stage.name }),
           el("span", { className: "stage-kind", textContent: kind || "" }),
         );
+        if (stage.executor) {
+          // where its calls run: a thread, a process pool, Ray actors or tasks
+          item.dataset.executor = stage.executor;
+          item.append(el("span", { className: "stage-executor", textContent: stage.executor }));
+        }
         return item;
       }),
     );

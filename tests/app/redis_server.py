@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -81,7 +82,17 @@ class RedisServer:
                 self.process.wait()
         self.process = None
 
+    def freeze(self) -> None:
+        """SIGSTOP: Redis stops answering, and its connections stay open (not down: frozen)."""
+        if self.process is not None:
+            self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        if self.process is not None:
+            self.process.send_signal(signal.SIGCONT)
+
     def close(self) -> None:
+        self.thaw()
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 

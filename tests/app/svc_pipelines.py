@@ -89,7 +89,21 @@ async def power(n: int) -> int:
     return 10 ** max(0, min(n, 6000))
 
 
+@single_task(executor="thread")
+def in_thread(x: int) -> int:
+    """Adds one in a worker thread, then sums pairs in a process pool."""
+    return x + 1
+
+
+@batch_task(max_size=2, executor="process")
+def in_processes(batch: list[int]) -> int:
+    if 13 in batch:
+        raise ValueError("13 in a process")
+    return sum(batch)
+
+
 PIPELINES: dict[str, Any] = {
+    "offloaded": in_thread | in_processes,
     "echo": echo,
     "weird": weird,
     "surrogate": surrogate,

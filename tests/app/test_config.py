@@ -53,6 +53,33 @@ def test_max_body_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
         Settings()
 
 
+def test_the_bounds_of_issue_11(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every bound is a setting with a safe default, read from CONVEYOR_*."""
+    settings = Settings()
+    assert (settings.max_item_bytes, settings.max_upload_bytes) == (1 << 20, 256 << 20)
+    assert (settings.store_timeout_s, settings.body_timeout_s) == (2.0, 60.0)
+    names = {
+        "MAX_ITEM_BYTES": "5",
+        "MAX_UPLOAD_BYTES": "6",
+        "STORE_TIMEOUT_S": "0.5",
+        "BODY_TIMEOUT_S": "7",
+        "MAX_CONNECTIONS": "8",
+        "HEADER_TIMEOUT_S": "9",
+        "KEEP_ALIVE_S": "3",
+        "STREAM_BUFFER_BYTES": "10",
+        "JOB_STORE_MAX_BYTES": "11",
+        "JOB_STORE_MAX_JOBS": "12",
+    }
+    for name, value in names.items():
+        monkeypatch.setenv(f"CONVEYOR_{name}", value)
+    read = Settings()
+    for name, value in names.items():
+        assert str(getattr(read, name.lower())) in (value, f"{value}.0"), name
+    monkeypatch.setenv("CONVEYOR_STORE_TIMEOUT_S", "0")
+    with pytest.raises(ValidationError, match="store_timeout_s"):
+        Settings()
+
+
 @pytest.mark.parametrize(
     "url",
     [

@@ -94,7 +94,7 @@ def test_compose_service_agrees_with_the_image(
     service = compose["services"]["conveyor"]
     env = service["environment"]
     known = {f"CONVEYOR_{name.upper()}" for name in Settings.model_fields}
-    assert set(env) <= known
+    assert set(env) - {"RAY_ADDRESS"} <= known
     assert service["expose"] == [env["CONVEYOR_PORT"]]  # replicas: the load balancer publishes
     cmd = next(args for keyword, args in dockerfile if keyword == "CMD")
     assert service["command"] == exec_form(cmd)
@@ -105,6 +105,7 @@ def test_compose_service_agrees_with_the_image(
 def test_dockerfile_shape(dockerfile: list[tuple[str, str]]) -> None:
     keywords = [keyword for keyword, _ in dockerfile]
     assert dockerfile[0] == ("FROM", "python:3.11-slim")
+    assert ("ARG", "EXTRAS=service") in dockerfile
     assert any(k == "RUN" and "pip install --no-deps ." in a for k, a in dockerfile)
     users = [args for keyword, args in dockerfile if keyword == "USER"]
     assert users and users[-1] not in ("root", "0")
@@ -347,3 +348,34 @@ def test_the_published_port_is_said_to_be_open(compose: dict[str, Any]) -> None:
         in text
     )
     assert "CONVEYOR_API_KEYS" not in compose["x-conveyor-environment"]  # indeed none is set
+
+
+def test_compose_ray_profile(compose: dict[str, Any]) -> None:
+    """`docker compose --env-file deploy/ray.env --profile ray up`: a Ray head and a worker from
+    the service's image built with the ray extra, and the replicas joining the head's client
+    port."""
+    services = compose["services"]
+    assert {name for name, s in services.items() if "ray" in s.get("profiles", [])} == {
+        "ray-head",
+        "ray-worker",
+    }
+    assert "profiles" not in services["conveyor"]  # the replicas run in every profile
+    settings = dict(
+        line.split("=", 1)
+        for line in (ROOT / "deploy" / "ray.env").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    extras = set(settings["CONVEYOR_EXTRAS"].split(","))
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert extras == {"service", "ray"} and "\nray = [" in pyproject
+    head, worker = services["ray-head"], services["ray-worker"]
+    for service in (head, worker, services["conveyor"]):
+        assert service["image"] == "conveyor-streaming:latest"
+        assert service["build"]["args"] == {"EXTRAS": "${CONVEYOR_EXTRAS:-service}"}
+    assert services["conveyor"]["environment"]["RAY_ADDRESS"] == "${RAY_ADDRESS:-}"
+    host, port = settings["RAY_ADDRESS"].removeprefix("ray://").split(":")
+    assert host == "ray-head" and port in head["expose"]
+    assert f"--ray-client-server-port={port}" in head["command"]
+    assert worker["command"][:2] == ["ray", "start"]
+    assert "--address=ray-head:6379" in worker["command"]
+    assert worker["depends_on"]["ray-head"]["condition"] == "service_healthy"

@@ -111,8 +111,13 @@ async def test_timeline_in_both_modes(browser: Browser, playground_url: str) -> 
     # the service has API keys: without one the page says so, with one it lists the pipelines
     await expect(page.locator("#pipelines-status")).to_contain_text("401")
     await _sign_in(page)
+    # a stage shows where its calls run, when not in the service's event loop
+    await page.click('.pipeline-item[data-pipeline="offloaded"]')
+    executors = page.locator("#pipeline-stages .stage-executor")
+    await expect(executors).to_have_text(["thread", "process"])
     await page.click('.pipeline-item[data-pipeline="timeline"]')
     await expect(page.locator("#pipeline-name")).to_have_text("timeline")
+    await expect(page.locator("#pipeline-stages .stage-executor")).to_have_count(0)
     await expect(page.locator("#pipeline-description")).not_to_be_empty()
     assert "number" in await page.locator("#input-schema").text_content()  # type: ignore[operator]
     example = json.loads(await page.input_value("#items"))

@@ -95,7 +95,7 @@ def test_two_modules_defining_one_name(module: types.ModuleType) -> None:
         Registry.load([module.__name__, module.__name__])
 
 
-def test_unschemable_annotation_accepts_any_json() -> None:
+async def test_unschemable_annotation_accepts_any_json() -> None:
     class Opaque:
         pass
 
@@ -105,7 +105,7 @@ def test_unschemable_annotation_accepts_any_json() -> None:
 
     entry = PipelineEntry.build("opaque", take)
     assert entry.input.schema == {} and not entry.input.validates
-    assert entry.input.validate_many([1, "a"]) == [1, "a"]
+    assert await entry.input.validate_many([1, "a"]) == [1, "a"]
 
 
 def test_cli_reports_a_bad_module_and_exits_2() -> None:

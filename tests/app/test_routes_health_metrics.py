@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from app.api.routes import playground
-from tests.app.conftest import LogCapture, metric
+from tests.app.conftest import ClientFactory, LogCapture, metric
 
 
 async def test_healthz(client: httpx.AsyncClient) -> None:
@@ -51,7 +51,25 @@ async def test_readyz_503_when_the_store_is_down(
     monkeypatch.setattr(store, "ping", down)
     response = await client.get("/readyz")
     assert response.status_code == 503
-    assert response.json()["detail"] == "job store unavailable: connection refused"
+    assert response.json()["detail"] == "job store unavailable"
+
+
+async def test_readyz_tells_why_only_to_the_log_and_to_a_key_holder(
+    make_client: ClientFactory, captured: LogCapture
+) -> None:
+    """A Redis URL's user, host, port and database are not for anyone who asks."""
+    url = "redis://admin:secret@127.0.0.1:1/7"
+    async with make_client(redis_url=url, api_keys=["k"]) as client:
+        anyone = await client.get("/readyz")
+        holder = await client.get("/readyz", headers={"Authorization": "Bearer k"})
+        wrong = await client.get("/readyz", headers={"Authorization": "Bearer nope"})
+    assert anyone.status_code == holder.status_code == wrong.status_code == 503
+    for response in (anyone, wrong):
+        assert response.json()["detail"] == "job store unavailable"
+        assert not any(part in response.text for part in ("admin", "127.0.0.1", ":1/", "/7"))
+    assert "127.0.0.1:1/7" in holder.json()["detail"] and "secret" not in holder.text
+    logged = [line["message"] for line in captured.lines if line["level"] == "warning"]
+    assert any("127.0.0.1:1/7" in str(message) for message in logged)
 
 
 async def test_job_routes_503_when_the_store_is_down(

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from app.main import create_app
-from tests.app.conftest import ClientFactory, make_settings
+from tests.app.conftest import ClientFactory, LogCapture, make_settings, metric
 from tests.app.wire import assert_run_shape, ndjson_events, sse_events
 
 BUILTIN = ["quickstart", "filtering", "multi_batch", "error_handling", "timeline", "rag"]
@@ -367,6 +367,24 @@ async def test_invoke_of_an_unencodable_result_answers_a_failed_run(
 # Bodies far larger than any valid request are refused before they are read
 
 
+def _post_scope(path: str, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+    """The ASGI scope of a JSON POST to `path`."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"test"), (b"content-type", b"application/json"), *headers],
+        "client": ("127.0.0.1", 1),
+        "server": ("test", 80),
+    }
+
+
 async def _asgi_post(
     app: Any, path: str, headers: list[tuple[bytes, bytes]], chunks: Iterator[bytes]
 ) -> tuple[int, dict[str, Any], int]:
@@ -386,21 +404,7 @@ async def _asgi_post(
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"test"), (b"content-type", b"application/json"), *headers],
-        "client": ("127.0.0.1", 1),
-        "server": ("test", 80),
-    }
-    await asyncio.wait_for(app(scope, receive, send), 10)
+    await asyncio.wait_for(app(_post_scope(path, headers), receive, send), 10)
     status = next(m["status"] for m in sent if m["type"] == "http.response.start")
     body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
     return status, json.loads(body), read
@@ -430,3 +434,61 @@ async def test_a_body_within_the_limit_is_read(make_client: ClientFactory) -> No
         too_big = {"items": ["x" * 200]}
         response = await client.post("/pipelines/echo/invoke", json=too_big)
         assert response.status_code == 413 and response.json()["limit"] == 100
+
+
+@pytest.mark.parametrize("route", ["invoke", "stream", "jobs"])
+async def test_a_client_leaving_in_the_middle_of_its_body_is_no_500(
+    route: str, captured: LogCapture
+) -> None:
+    """One info line (the request's, status 499), no traceback, not counted as 500."""
+    app = create_app(make_settings())
+    messages = iter(
+        [
+            {"type": "http.request", "body": b'{"items": [1, 2', "more_body": True},
+            {"type": "http.disconnect"},
+        ]
+    )
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.sleep(0)
+        return next(messages, {"type": "http.disconnect"})
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = _post_scope(f"/pipelines/echo/{route}", [])
+    async with app.router.lifespan_context(app):
+        await asyncio.wait_for(app(scope, receive, send), 10)
+        metrics = app.state.services.metrics.render().decode()
+    statuses = [m["status"] for m in sent if m["type"] == "http.response.start"]
+    assert 500 not in statuses
+    http_lines = [line for line in captured.lines if line["logger"] == "conveyor.service.http"]
+    assert [(line["level"], line["message"], line["status"]) for line in http_lines] == [
+        ("info", "request", 499)
+    ]
+    assert not any(line.get("exc_info") for line in captured.lines)
+    assert metric(metrics, "conveyor_http_requests_total", status="499") == 1
+    assert metric(metrics, "conveyor_http_requests_total", status="500") == 0
+
+
+async def test_stages_show_their_executor_and_run_elsewhere(client: httpx.AsyncClient) -> None:
+    entry = (await client.get("/pipelines/offloaded")).json()
+    assert entry["stages"] == [
+        {"name": "in_thread", "kind": "single", "executor": "thread"},
+        {
+            "name": "in_processes",
+            "kind": "batch",
+            "executor": "process",
+            "max_size": 2,
+            "min_size": 1,
+            "max_wait": None,
+        },
+    ]
+    schema = (await client.get("/openapi.json")).json()["components"]["schemas"]["StageInfo"]
+    assert "executor" in schema["properties"]
+    body = (await client.post("/pipelines/offloaded/invoke", json={"items": [1, 2, 3]})).json()
+    assert (body["status"], body["results"]) == ("succeeded", [5, 4])
+    failed = (await client.post("/pipelines/offloaded/invoke", json={"items": [12, 1]})).json()
+    assert failed["status"] == "failed"
+    assert failed["error"]["error"] == "ValueError: 13 in a process"  # the task's own error

@@ -206,7 +206,7 @@ async def test_redis_unreachable_answers_503_in_process(make_client: Any) -> Non
         ready = await client.get("/readyz")
         assert ready.status_code == 503
         assert ready.json()["store"] == "RedisJobStore"
-        assert "cannot be reached" in ready.json()["detail"]
+        assert ready.json()["detail"] == "job store unavailable"  # why: in the log only
         for response in (
             await client.post("/pipelines/echo/jobs", json={"items": [1]}),
             await client.get("/jobs/abc"),

@@ -16,10 +16,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.app.conftest import metric, run_server
+from tests.app.conftest import metric, server_process
 from tests.app.wire import DuplexUpload, SSEParser, assert_run_shape, iter_sse
 
 SSE = {"Accept": "text/event-stream"}
+NDJSON = {"Content-Type": "application/x-ndjson"}
 
 
 @pytest.fixture
@@ -166,11 +167,19 @@ async def test_a_slow_reader_slows_the_run(http: httpx.AsyncClient) -> None:
     await _until(http, "conveyor_runs_in_progress", 0, pipeline="blob", kind="stream")
 
 
-async def test_a_frozen_client_times_out(tmp_path: Path) -> None:
-    with run_server(tmp_path, CONVEYOR_SEND_TIMEOUT_S="1") as url:
+@pytest.mark.parametrize("upload", [False, True])
+@pytest.mark.parametrize("accept", ["application/x-ndjson", "text/event-stream"])
+async def test_a_frozen_client_times_out(tmp_path: Path, accept: str, upload: bool) -> None:
+    """The stream ends and its run is cancelled; the connection is dropped, so that uvicorn
+    does not log the response as left unfinished (an error, for every stream a timeout ended)."""
+    with server_process(tmp_path, CONVEYOR_SEND_TIMEOUT_S="1") as (url, _, log):
         async with httpx.AsyncClient(base_url=url, timeout=30) as http:
             body = {"items": [50_000] * 5_000}
-            async with http.stream("POST", "/pipelines/blob/stream", json=body) as response:
+            request: dict[str, Any] = {"json": body, "headers": {"Accept": accept}}
+            if upload:
+                lines = b"50000\n" * 5_000
+                request = {"content": lines, "headers": {"Accept": accept, **NDJSON}}
+            async with http.stream("POST", "/pipelines/blob/stream", **request) as response:
                 assert response.status_code == 200
                 # never read: after a second the send times out and the run is cancelled,
                 # while this connection is still open
@@ -182,6 +191,9 @@ async def test_a_frozen_client_times_out(tmp_path: Path) -> None:
                     kind="stream",
                     status="cancelled",
                 )
+        text = log.read_text()
+    assert "a client stopped reading for 1.0s: stream ended" in text
+    assert "without completing response" not in text and "Exception in ASGI" not in text
 
 
 async def test_disconnect_from_invoke_cancels_the_run(http: httpx.AsyncClient, server: str) -> None:

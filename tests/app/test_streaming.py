@@ -112,3 +112,29 @@ async def test_begin_shutdown_ends_streams_and_invokes_in_process() -> None:
     assert [e["type"] for e in events] == ["result", "end"]
     assert events[-1]["status"] == "cancelled" and events[-1]["stats"]["results"] == 1
     assert invoked.json()["status"] == "cancelled" and invoked.json()["results"] == [0.01]
+
+
+async def test_what_waits_for_a_slow_socket_is_bounded_in_bytes() -> None:
+    """64 events of 100 KB would wait for a reader that takes nothing; at most about the
+    buffer's bytes do (one event past it)."""
+    pulled = 0
+
+    async def big() -> AsyncGenerator[dict[str, Any], None]:
+        nonlocal pulled
+        for seq in range(200):
+            pulled += 1
+            yield {"type": "result", "seq": seq, "value": "x" * 100_000}
+
+    framed = _framed(big(), _frame, buffer_bytes=300_000)
+    first = await anext(framed)  # the reader takes one chunk, then nothing
+    await asyncio.sleep(0.2)
+    sent = first.count(b"\n")
+    assert pulled - sent <= 300_000 // 100_000 + 1  # waiting: the buffer's worth, one held
+    await framed.aclose()
+
+
+async def test_the_stream_buffer_is_a_setting() -> None:
+    from app.core.config import Settings
+
+    assert Settings().stream_buffer_bytes == 1 << 20
+    assert Settings(stream_buffer_bytes=10).stream_buffer_bytes == 10

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -47,3 +48,20 @@ async def test_ndjson_lines() -> None:
     )
     events = [e async for e in iter_events(_chunks(body, 4), "application/x-ndjson")]
     assert [e["type"] for e in events] == ["result", "end"]
+
+
+async def test_a_long_line_in_small_pieces_takes_linear_time() -> None:
+    """16 MB in 2 KB pieces: searching the whole pending line again at each piece (what this
+    did) scans about 64 GB; searching each piece once takes milliseconds. A generous bound."""
+    line = b"x" * (16 << 20) + b"\r\nnext\r"
+    started = time.perf_counter()
+    lines = [text async for text in iter_lines(_chunks(line, 2048))]
+    assert [len(text) for text in lines] == [16 << 20]
+    assert time.perf_counter() - started < 5
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5])
+async def test_line_ends_across_every_cut(size: int) -> None:
+    data = b"a\r\n\r\nbb\r\rc\n\nd\r\ne"
+    lines = [line async for line in iter_lines(_chunks(data, size))]
+    assert lines == ["a", "", "bb", "", "c", "", "d"]

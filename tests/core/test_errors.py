@@ -195,7 +195,7 @@ async def test_generator_task_retries_only_before_its_first_value(
     assert starts == 2
 
 
-async def test_custom_handler_recovers_or_defers() -> None:
+async def test_custom_handler_recovers_or_re_raises() -> None:
     class Handler(ErrorHandler):
         def __init__(self) -> None:
             self.seen: list[tuple[str, Any, int]] = []
@@ -215,36 +215,54 @@ async def test_custom_handler_recovers_or_defers() -> None:
         if x == 1:
             raise ValueError("handled")
         if x == 2:
-            raise KeyError("skipped")
+            raise KeyError("not handled")
         return x
 
-    events = [e async for e in check.events([0, 1, 2, 3])]
-    assert [e.value for e in events if e.type == "result"] == [0, -1, 3]
-    assert [e.action for e in events if e.type == "item_error"] == ["handled", "skip_item"]
-    assert handler.seen == [("checked", 1, 1), ("checked", 2, 1)]
+    assert await check([0, 1, 3]).collect() == [0, -1, 3]
+    events = [e async for e in check.events([0, 1, 3])]
+    assert [e.action for e in events if e.type == "item_error"] == ["handled"]
+    # (False, _) re-raises the error, whatever on_error says
+    with pytest.raises(KeyError, match="not handled"):
+        await check([0, 2, 3]).collect()
+    assert handler.seen[-1] == ("checked", 2, 1)
 
 
-async def test_logging_handler_logs_and_defers(caplog: pytest.LogCaptureFixture) -> None:
-    @single_task(error_handler=LoggingErrorHandler(), on_error="skip_item")
+async def test_logging_handler_logs_and_goes_on_with_its_replacement(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    @single_task(error_handler=LoggingErrorHandler(replacement_value=0))
     def fails(x: int) -> int:
-        raise RuntimeError("logged")
+        if x % 2:
+            raise RuntimeError(f"odd {x}")
+        return x
 
-    with caplog.at_level(logging.ERROR, logger="conveyor_core"):
-        assert await fails([1]).collect() == []
-    assert "task fails failed on 1 after 1 attempt(s): logged" in caplog.text
+    with caplog.at_level(logging.ERROR, logger="conveyor.error_handling"):
+        assert await fails([1, 2, 3]).collect() == [0, 2, 0]
+    assert [(r.name, r.levelno, r.getMessage()) for r in caplog.records] == [
+        ("conveyor.error_handling", logging.ERROR, "Error in fails (attempt 1): odd 1"),
+        ("conveyor.error_handling", logging.ERROR, "Error in fails (attempt 1): odd 3"),
+    ]
+    mine = logging.getLogger("mine")
+    handler = LoggingErrorHandler(mine)
+    assert handler.logger is mine and handler.replacement_value is None
+    assert await single_task(error_handler=handler)(fails.func)([1, 2]).collect() == [2]
 
 
 def test_invalid_options_are_clear_errors() -> None:
     with pytest.raises(ValueError, match="on_error"):
-        single_task(on_error="skip_batch")(lambda x: x)
-    with pytest.raises(ValueError, match="on_error"):
         single_task(on_error="ignore")(lambda x: x)
+    with pytest.raises(ValueError, match="on_error"):
+        batch_task(on_error="skip")(lambda x: x)
     with pytest.raises(ValueError, match="retry_attempts"):
-        single_task(retry_attempts=0)(lambda x: x)
+        single_task(retry_attempts="3")(lambda x: x)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="retry_delay|base_delay"):
+        single_task(retry_attempts=2, retry_delay=-1)(lambda x: x)
     with pytest.raises(ValueError, match="concurrency_limit"):
-        single_task(concurrency_limit=0)(lambda x: x)
+        single_task(concurrency_limit=-1)(lambda x: x)
     with pytest.raises(ValueError, match="min_size"):
         batch_task(max_size=2, min_size=3)(lambda xs: xs)
+    with pytest.raises(ValueError, match="min_size"):
+        batch_task(min_size=0)(lambda xs: xs)
     with pytest.raises(ValueError, match="max_wait"):
         batch_task(max_wait=0)(lambda xs: xs)
     with pytest.raises(PipelineDefinitionError, match="run_in_thread"):

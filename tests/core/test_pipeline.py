@@ -91,11 +91,7 @@ async def test_data_kinds() -> None:
         assert await double(data).collect() == expected
 
 
-async def test_bad_data_and_mode_are_clear_errors() -> None:
-    with pytest.raises(InvalidRunError):
-        double(42)
-    with pytest.raises(InvalidRunError):
-        double("abc")
+async def test_bad_mode_and_bound_are_clear_errors() -> None:
     with pytest.raises(InvalidRunError):
         double([1], mode="sideways")
     with pytest.raises(InvalidRunError):

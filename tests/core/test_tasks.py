@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -44,7 +45,8 @@ async def test_decorators_with_and_without_arguments_on_every_function_kind() ->
             yield -x
 
     assert isinstance(batch_task(plain_batch), BatchTask)
-    assert await batch_task(plain_batch)(range(12)).collect() == [45, 21]  # max_size 10
+    assert await batch_task(plain_batch)(range(4)).collect() == [0, 1, 2, 3]  # max_size = min_size
+    assert await batch_task(max_size=10)(plain_batch)(range(12)).collect() == [45, 21]
     assert await batch_task(max_size=2)(agen_batch)([1, 2, 3]).collect() == [-1, -2, -3]
 
 
@@ -140,7 +142,8 @@ async def test_context_is_visible_inside_tasks() -> None:
     assert get_current_context() is None
     first, second = seen
     assert first is second and first is not None
-    assert first.mode == "as_completed" and len(first.run_id) == 32
+    assert first.mode == first.execution_mode == "as_completed"
+    assert first.run_id == first.pipeline_id and str(uuid.UUID(first.pipeline_id)) == first.run_id
 
 
 def test_output_types_unwrap_containers() -> None:

@@ -95,10 +95,11 @@ async def job_events(
     start = max(-1 if after is None else after, -1 if last_event_id is None else last_event_id)
     settings = services.settings
     return event_response(
-        closing(services.store.events(job_id, after=start)),
+        closing(services.store.events(job_id, after=start), f"job {job_id}"),
         sse=wants_sse(request.headers.get("accept")),
         ping=settings.sse_ping_s,
         send_timeout=settings.send_timeout_s,
+        buffer_bytes=settings.stream_buffer_bytes,
         shutdown=Shutdown(services.stopping, settle=partial(_local_jobs_ended, services.runner)),
     )
 

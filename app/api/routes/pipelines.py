@@ -78,7 +78,7 @@ async def invoke(
     mode: ModeQuery = None,
 ) -> Response:
     """Run the pipeline on the items and answer with every result at once."""
-    items = validated_items(entry, body.items, services.settings)
+    items = await validated_items(entry, body.items, services.settings)
     run = Run(
         entry,
         items,
@@ -110,18 +110,28 @@ async def stream(
     settings = services.settings
     sse = wants_sse(request.headers.get("accept"))
     respond = partial(
-        event_response, sse=sse, ping=settings.sse_ping_s, send_timeout=settings.send_timeout_s
+        event_response,
+        sse=sse,
+        ping=settings.sse_ping_s,
+        send_timeout=settings.send_timeout_s,
+        buffer_bytes=settings.stream_buffer_bytes,
     )
     if _is_ndjson(request.headers.get("content-type")):
         body = BodyChannel()
-        source = ndjson_items(body.chunks(), entry.input, max_items=settings.max_items)
+        source = ndjson_items(
+            body.chunks(),
+            entry.input,
+            max_items=settings.max_items,
+            max_line_bytes=settings.max_item_bytes,
+            max_bytes=settings.max_upload_bytes,
+        )
         run = Run(
             entry, source, mode=mode or "ordered", kind=RunKind.STREAM, metrics=services.metrics
         )
         shutdown = Shutdown(services.stopping, last=run.cancelled_end)
         return UploadResponse(respond(run.events(), shutdown=shutdown), body)
     request_body = await get_run_request(request)
-    items = validated_items(entry, request_body.items, settings)
+    items = await validated_items(entry, request_body.items, settings)
     run = Run(
         entry,
         items,
@@ -155,7 +165,7 @@ async def create_job(
     mode: ModeQuery = None,
 ) -> dict[str, Any]:
     """Start a job: the run goes on without the client; follow it at events_url."""
-    items = validated_items(entry, body.items, services.settings)
+    items = await validated_items(entry, body.items, services.settings)
     # over CONVEYOR_MAX_RUNNING_JOBS, JobLimitReached: 429 (app.api.handlers)
     record = await services.runner.submit(entry, items, body.mode or mode or "ordered")
     base = f"{request.scope.get('root_path', '')}/jobs/{record.job_id}"

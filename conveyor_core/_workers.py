@@ -1,0 +1,154 @@
+"""The workers of a segment: tasks that carry queued work through the segment's stages.
+
+A worker takes work from its segment's queue and carries it inline (`carry`, see `_calls`),
+starting each piece by hand (`send(None)` in a copy of the run's context), so a call that never
+waits costs no task and no scheduling; a carry goes on with the next pieces of the queue while
+nothing waits (and the context stays as the run's), so a streak of quick pieces costs one
+coroutine. When a piece waits (I/O, a retry's backoff, a thread),
+the worker stays with it, finishing it inside its own task (so `current_task()`, timeouts and
+cancellation behave as usual), and the pool makes sure the rest of the queue keeps moving: an
+idle worker is woken, or a new one started. A worker whose queue is empty waits for more work
+while the segment's input is open (so steady streams reuse workers instead of starting a task
+per item), and leaves when woken for nothing or when the input has ended.
+
+Counts: `active` workers are running or about to (woken), `idle` ones wait for work, `waiting`
+ones are inside a piece of work that waits. The run reads them to tell whether anything can
+still move (see `Run._unstall`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import types
+from collections import deque
+from collections.abc import Callable, Coroutine, Generator
+from typing import Any
+
+from ._signal import Signal
+
+__all__ = ["FAIRNESS_STREAK", "Work", "Workers"]
+
+FAIRNESS_STREAK = 64  # pieces a worker finishes without waiting before it lets others run
+
+Work = tuple[int, Any, Any, Any, Any]  # (stage index, value, hold, slot, tag)
+Carry = Callable[..., Coroutine[Any, Any, bool]]
+
+
+@types.coroutine
+def _resume(coro: Any, yielded: Any, context: contextvars.Context) -> Generator[Any, Any, None]:
+    """Go on with a coroutine that was started by hand and suspended, yielding `yielded`."""
+    while True:
+        try:
+            sent = yield yielded
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as exc:
+            try:
+                yielded = context.run(coro.throw, exc)
+            except StopIteration:
+                return
+        else:
+            try:
+                yielded = context.run(coro.send, sent)
+            except StopIteration:
+                return
+
+
+class Workers:
+    """The queue of one segment and the worker tasks that run it."""
+
+    __slots__ = (
+        "queue",
+        "active",
+        "idle",
+        "waiting",
+        "switches",
+        "open",
+        "work",
+        "_segment",
+        "_spawn",
+        "_carry",
+        "_base",
+        "_on_idle",
+    )
+
+    def __init__(
+        self,
+        segment: Any,
+        spawn: Callable[[Callable[[], Coroutine[Any, Any, None]]], None],
+        carry: Carry,
+        base: contextvars.Context,
+        on_idle: Callable[[], None],
+    ) -> None:
+        self.queue: deque[Work] = deque()
+        self.active = 0
+        self.idle = 0
+        self.waiting = 0
+        self.switches = 0  # pieces that waited so far
+        self.open = True  # the segment's input may still bring work
+        self.work = Signal()  # idle workers wait on it
+        self._segment = segment
+        self._spawn = spawn
+        self._carry = carry
+        self._base = base
+        self._on_idle = on_idle  # a worker found the queue empty
+
+    def put(self, work: Work) -> None:
+        self.queue.append(work)
+        if not self.active:
+            self.start()
+
+    def close(self) -> None:
+        """The segment's input ended: idle workers leave (work from within still runs)."""
+        self.open = False
+        if self.idle:
+            self.start()
+
+    def start(self) -> None:
+        """Make sure a worker will run the queue: wake the idle ones, or start one."""
+        if self.idle:
+            self.active += self.idle
+            self.idle = 0
+            self.work.fire()
+        else:
+            self.active += 1
+            self._spawn(self._worker)
+
+    async def _worker(self) -> None:
+        queue = self.queue
+        base = self._base
+        carry = self._carry
+        segment = self._segment
+        while True:
+            while queue:
+                index, value, hold, slot, tag = queue.popleft()
+                context = base.copy()  # each piece sees the run's context, not the last one's
+                coro = carry(segment, context, index, value, hold, slot, tag)
+                try:
+                    yielded = context.run(coro.send, None)
+                except StopIteration as done:
+                    if done.value:  # it carried a streak of pieces: let others run
+                        await asyncio.sleep(0)
+                    continue
+                self.active -= 1  # this piece waits: the rest of the queue must move on
+                self.switches += 1
+                if queue and not self.active:
+                    self.start()
+                self.waiting += 1
+                try:
+                    await _resume(coro, yielded, context)
+                finally:
+                    self.waiting -= 1
+                self.active += 1
+            self.active -= 1
+            self._on_idle()
+            if not self.open:
+                return
+            self.idle += 1
+            await self.work.wait()  # whoever woke us counted us active again
+            if not queue:  # woken for nothing (another took the work): leave
+                self.active -= 1
+                self._on_idle()
+                return
