@@ -228,7 +228,9 @@ class Calls:
             trace = None
             if tracer is not None:
                 if site.is_batch:
-                    trace = tracer.call(site.name, site.kind, len(value), [m[2] for m in value])
+                    inputs = [member[2] for member in value]
+                    ready = None if tag is None else tag.ready  # when the batch was released
+                    trace = tracer.call(site.name, site.kind, len(value), inputs, ready)
                 else:
                     trace = tracer.call(site.name, site.kind, 1, [tag])
             if site.is_gen:

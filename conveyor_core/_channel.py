@@ -36,13 +36,26 @@ class _Report:
 class Channel:
     """A run's events between the run and its consumer."""
 
-    __slots__ = ("queue", "ready", "drained", "closed", "on_wait", "_budget", "_taken", "_driver")
+    __slots__ = (
+        "queue",
+        "ready",
+        "drained",
+        "closed",
+        "finished",
+        "dropping",
+        "on_wait",
+        "_budget",
+        "_taken",
+        "_driver",
+    )
 
     def __init__(self, budget: Budget) -> None:
         self.queue: deque[Any] = deque()
         self.ready = Signal()  # fired when an event is put (the consumer waits on it)
         self.drained = Signal()  # fired when the consumer takes events (fan-outs wait on it)
         self.closed = False  # the end is in
+        self.finished = False  # the consumer took the end
+        self.dropping = False  # the run fails from outside: nothing more but its error and end
         self.on_wait: Callable[[], None] | None = None  # the consumer took every event
         self._budget = budget
         self._taken = 0  # the seq of the next event taken
@@ -55,25 +68,52 @@ class Channel:
     # -- the run's side -------------------------------------------------------------------------
 
     def result(self, value: Any, hold: Holding) -> None:
+        if self.dropping:
+            self._budget.release(hold)
+            return
         self.queue.append((value, hold))
         if self.ready.waiters:
             self.ready.fire()
 
     def report(self, event: ItemErrorEvent, hold: Holding) -> None:
         """An item error; `hold` (one ref of it is the report's) is released when it is taken."""
+        if self.dropping:
+            self._budget.release(hold)
+            return
         self.queue.append(_Report(event, hold))
         if self.ready.waiters:
             self.ready.fire()
 
     def put(self, event: Event) -> None:
+        if self.dropping:
+            return
         self.queue.append(event)
         if self.ready.waiters:
             self.ready.fire()
 
-    def close(self, end: EndEvent) -> None:
-        """The last event: no other is put after it."""
+    def close(self, end: EndEvent, error: RunErrorEvent | None = None) -> None:
+        """The last event (after the run's error, if it failed): no other is put after it."""
+        self.dropping = False
+        if error is not None:
+            self.put(error)
         self.closed = True
         self.put(end)
+
+    def drop(self) -> int:
+        """Drop every event not taken yet, and those put from now on until `close` (the run
+        fails from outside): their holds are given back, and they get no seq. Returns how many
+        results were dropped."""
+        self.dropping = True
+        dropped = 0
+        while self.queue:
+            entry = self.queue.popleft()
+            if type(entry) is tuple:
+                dropped += 1
+                self._budget.release(entry[1])
+            elif type(entry) is _Report:
+                self._budget.release(entry.hold)
+        self.closed = False
+        return dropped
 
     def watch(self, driver: asyncio.Task[None]) -> None:
         """The task that runs the run: the consumer stops waiting when it ends."""
@@ -110,9 +150,11 @@ class Channel:
                         event.seq = seq
                     if drained.waiters:
                         drained.fire()
-                    yield event
                     if type(event) is EndEvent:
+                        self.finished = True
+                        yield event
                         return
+                    yield event
                 if not await self._wait():
                     return
         finally:
@@ -142,6 +184,7 @@ class Channel:
                     elif type(entry) is RunErrorEvent and entry.exception is not None:
                         raise entry.exception
                     elif type(entry) is EndEvent:
+                        self.finished = True
                         return
                     if drained.waiters:
                         drained.fire()

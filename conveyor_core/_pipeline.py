@@ -357,8 +357,11 @@ class RunEvents:
         await self._events.aclose()
         await self._run.aclose()
 
-    def cancel(self) -> None:
-        self._run.cancel()
+    def cancel(self, error: BaseException | None = None) -> None:
+        """End the run early with its own `end` (status `cancelled`, after the events it
+        produced before); with `error`, fail it with that error instead (the events not taken
+        yet are dropped, then `error` and `end` failed). See `Run.cancel`."""
+        self._run.cancel(error)
 
     @property
     def stats(self) -> RunStats:
@@ -367,6 +370,12 @@ class RunEvents:
     @property
     def in_flight(self) -> int:
         return self._run.budget.in_flight
+
+    @property
+    def started_at(self) -> float | None:
+        """The wall-clock time (`time.time()`) the run started at; a `StageEvent`'s times are
+        seconds after it. None until the run starts."""
+        return self._run.started_at
 
 
 def as_pipeline(obj: Runnable[In, Out]) -> Pipeline[In, Out]:

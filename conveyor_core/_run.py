@@ -21,6 +21,7 @@ import contextvars
 import functools
 import inspect
 import logging
+import time
 from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
@@ -121,6 +122,7 @@ class Run:
         self._tracer: Tracer | None = None
         self._clock: Callable[[], float] = _no_clock
         self._started = 0.0
+        self.started_at: float | None = None
         self._finished = False  # the last segment closed: everything was delivered
 
     # -- the consumer's side ------------------------------------------------------------------
@@ -134,13 +136,28 @@ class Run:
         """The results' values; a failed run raises the task's own exception."""
         return self.channel.values(self._claim(), self.aclose)
 
-    def cancel(self) -> None:
+    def cancel(self, error: BaseException | None = None) -> None:
         """Stop the run: its calls are cancelled and it ends with `end`, status `cancelled`
-        (events it produced before stay before it). Safe to call at any time, more than once."""
+        (events it produced before stay before it). With `error`, the run fails with it
+        instead: the events not taken yet are dropped (no seq is skipped), then an `error`
+        event (no stage) and `end`, status `failed`. Safe to call at any time, more than once;
+        once the consumer took the `end`, it does nothing."""
+        if self.channel.finished:
+            return
+        if error is not None and not self.channel.dropping:
+            self._failure = (None, error)
+            self._drop_untaken()
         self._cancelling = True
         driver = self._driver
-        if driver is not None and not driver.done():
+        if driver is None:
+            return
+        if not driver.done():
             driver.cancel()
+        elif error is not None:  # it ended already, but the consumer has not taken the end
+            self._fail_with(None, error)
+
+    def _drop_untaken(self) -> None:
+        self.stats.results -= self.channel.drop()
 
     async def aclose(self) -> None:
         """Stop the run if it is going on, with no more events, and wait until every task of
@@ -186,6 +203,7 @@ class Run:
         base = contextvars.copy_context()
         self._clock = clock = asyncio.get_running_loop().time
         self._started = clock()
+        self.started_at = time.time()  # the wall clock at the start: stage times add to it
         if self._trace or self._on_call is not None:
             put = self.channel.put if self._trace else None
             self._tracer = Tracer(clock, self._started, put, self._on_call)
@@ -221,12 +239,11 @@ class Run:
         self._end("succeeded")
 
     def _fail_with(self, stage: str | None, exc: BaseException) -> None:
-        self.channel.put(RunErrorEvent(-1, stage, describe_error(exc), exc))
-        self._end("failed")
+        self._end("failed", RunErrorEvent(-1, stage, describe_error(exc), exc))
 
-    def _end(self, status: str) -> None:
+    def _end(self, status: str, error: RunErrorEvent | None = None) -> None:
         self.stats.elapsed_s = self._clock() - self._started
-        self.channel.close(EndEvent(-1, status, self.stats))  # type: ignore[arg-type]
+        self.channel.close(EndEvent(-1, status, self.stats), error)  # type: ignore[arg-type]
 
     async def _prepare(self, base: contextvars.Context) -> list[Segment]:
         segments = [Segment(None)]
@@ -273,8 +290,11 @@ class Run:
         return (lambda value, hold, tag: inbox.put(value, hold, tag, budget)), inbox.close
 
     def _deliver(self, value: Any, hold: Holding, tag: Any) -> None:
-        self.stats.results += 1
         channel = self.channel
+        if channel.dropping:
+            self.budget.release(hold)
+            return
+        self.stats.results += 1
         channel.queue.append((value, hold))
         if channel.ready.waiters:
             channel.ready.fire()

@@ -50,10 +50,14 @@ class Tracer:
         """The tag of an input item admitted now."""
         return Tag((), self.clock())
 
-    def call(self, stage: str, kind: str, size: int, tags: list[Any]) -> CallTrace:
-        """A call about to start on inputs tagged `tags`."""
+    def call(
+        self, stage: str, kind: str, size: int, tags: list[Any], ready: float | None = None
+    ) -> CallTrace:
+        """A call about to start on inputs tagged `tags`, ready at `ready` (a batch: when it
+        was released; else when its last input was)."""
         calls = tuple(call for tag in tags if tag is not None for call in tag.calls)
-        ready = max((tag.ready for tag in tags if tag is not None), default=self.clock())
+        if ready is None:
+            ready = max((tag.ready for tag in tags if tag is not None), default=self.clock())
         return CallTrace(self, stage, kind, size, ready, calls)
 
     def reserve(self) -> int:
