@@ -1,20 +1,31 @@
 VENV ?= .venv
+PYTHON ?= python3
 PY := $(VENV)/bin/python
 
 .PHONY: venv run test lint bench example
 
-$(VENV)/.installed: pyproject.toml
-	python3 -m venv $(VENV)
+# Two levels of one venv: `make run` installs what serving needs (".[service]"), `make test`
+# (lint, bench) everything the tests need (".[dev]", which includes ".[service]").
+$(VENV)/bin/python:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+	  { echo "Python 3.11 or newer is needed: make ... PYTHON=python3.12" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[dev]"
+
+$(VENV)/.service: pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install -q -e ".[service]"
 	touch $@
+
+$(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@ $(VENV)/.service
 
 venv: $(VENV)/.installed
 
-run: venv
+run: $(VENV)/.service
 	$(VENV)/bin/conveyor serve
 
-example: venv
+example: $(VENV)/.service
 	$(PY) examples/quickstart.py
 
 test: venv

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import socket
 import sys
 from collections.abc import Callable
@@ -20,11 +21,11 @@ from typing import Any
 import uvicorn
 from pydantic import ValidationError
 
-from app.core.config import Settings
-from app.core.logging import configure_logging
-from app.errors import RegistryError
+from .core.config import Settings
+from .core.logging import JsonFormatter, configure_logging
+from .errors import RegistryError
 
-__all__ = ["Server", "main"]
+__all__ = ["Server", "main", "setting_errors"]
 
 SHUTDOWN_TIMEOUT_S = 10  # uvicorn's graceful shutdown: then it cuts what is still open
 STARTUP_FAILURE = 3  # uvicorn's exit code when the server could not start (port in use, ...)
@@ -58,12 +59,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings()
     except ValidationError as exc:
-        print(f"conveyor: invalid settings:\n{exc}", file=sys.stderr)
+        for line in setting_errors(exc):
+            print(f"conveyor: invalid settings: {line}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
-    from app.main import begin_shutdown, create_app
-    from app.server import server_options
+    from .main import begin_shutdown, create_app
+    from .server import server_options
 
+    # CONVEYOR_PIPELINES modules are imported from the working directory, as uvicorn does: a
+    # console script's sys.path starts at its own bin/ folder instead. The service itself is
+    # imported already, under its own name (never a user's `app`: see ARCHITECTURE.md).
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:  # fail fast, and clearly, on a bad CONVEYOR_PIPELINES module
         app = create_app(settings)
     except RegistryError as exc:
@@ -85,13 +92,25 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if server.started else STARTUP_FAILURE
 
 
+def setting_errors(exc: ValidationError) -> list[str]:
+    """One line per bad setting, named by its variable; values are not echoed (keys, URLs
+    with passwords)."""
+    lines = []
+    for error in exc.errors(include_url=False, include_input=False):
+        name, *rest = [str(part) for part in error["loc"]] or ["?"]
+        where = "CONVEYOR_" + name.upper() + "".join(f"[{part}]" for part in rest)
+        message = error["msg"].removeprefix("Value error, ")
+        lines.append(f"{where}: {message}")
+    return lines
+
+
 def log_config(level: str) -> dict[str, Any]:
     """uvicorn's own logs as JSON lines, like the service's."""
     handler = {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "formatters": {"json": {"()": "app.core.logging.JsonFormatter"}},
+        "formatters": {"json": {"()": JsonFormatter}},
         "handlers": {"default": handler},
         "loggers": {
             "uvicorn": {"handlers": ["default"], "level": level.upper(), "propagate": False},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -10,22 +11,30 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
-from app.api.deps import Services
-from app.api.handlers import install_error_handlers, internal_error
-from app.api.routes import docs, health, jobs, pipelines, playground
-from app.api.routes import metrics as metrics_route
-from app.core.config import Settings
-from app.core.logging import RequestContext, configure_logging
-from app.jobs import JobRunner, create_store
-from app.metrics import Metrics
-from app.openapi import build_openapi
-from app.pipelines import Registry
+from .api.deps import Services
+from .api.handlers import install_error_handlers, internal_error
+from .api.routes import docs, health, jobs, pipelines, playground
+from .api.routes import metrics as metrics_route
+from .core.config import Settings
+from .core.logging import RequestContext, configure_logging
+from .jobs import JobRunner, JobStore, create_store
+from .metrics import Metrics
+from .openapi import build_openapi
+from .pipelines import Registry
 
-__all__ = ["app", "begin_shutdown", "create_app"]
+__all__ = ["app", "begin_shutdown", "create_app", "tune_gc"]
 
 log = logging.getLogger("conveyor.service")
+
+# CORS (CONVEYOR_CORS_ORIGINS): what a page on another origin may send and read. API keys go
+# in the Authorization header, not in cookies: no credentials mode is needed.
+CORS_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE"]
+CORS_REQUEST_HEADERS = ["Authorization", "Content-Type", "Last-Event-ID", "X-Request-ID"]
+CORS_RESPONSE_HEADERS = ["Location", "Retry-After", "WWW-Authenticate", "X-Request-ID"]
+STORE_CHECK_S = 2.0  # at start-up, how long the job store has to answer before a warning
 
 DESCRIPTION = """Runs registered Conveyor pipelines and streams their events: each result as
 soon as it can be yielded, in input order or as completed, over Server-Sent Events or NDJSON."""
@@ -62,7 +71,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "auth": bool(settings.api_keys),
             },
         )
+        tune_gc(settings.gc_threshold)
         await store.start()
+        await _startup_warnings(registry, store)
         try:
             yield
         finally:
@@ -88,12 +99,51 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.mount("/static", StaticFiles(directory=playground.STATIC_DIR), name="static")
     install_error_handlers(app)
     app.add_middleware(RequestContext, metrics=metrics, internal_error=internal_error)
+    if settings.cors_origins:  # outermost: every response carries the headers, 500s included
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=CORS_METHODS,
+            allow_headers=CORS_REQUEST_HEADERS,
+            expose_headers=CORS_RESPONSE_HEADERS,
+        )
 
     def openapi() -> dict[str, Any]:
         return build_openapi(app, registry)
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def tune_gc(threshold: int) -> None:
+    """Collect Python's youngest generation every `threshold` allocations instead of 700.
+
+    With many requests in flight, most young objects are still alive at each collection of
+    the default 700, so they are promoted and traversed again and again by the older
+    generations' collections: under 2,000 concurrent streams that cost more CPU than the
+    requests' own work (benchmarks/service.py, README "Performance"). 0 leaves Python's own.
+    """
+    if threshold:
+        gc.set_threshold(threshold, *gc.get_threshold()[1:])
+
+
+async def _startup_warnings(registry: Registry, store: JobStore) -> None:
+    """Log what would make the service useless: no pipeline, a job store out of reach (the
+    service starts all the same: /readyz and the job routes answer 503 until it answers)."""
+    if not registry:
+        log.warning(
+            "no pipeline is registered: every /pipelines/{name} route answers 404 (set "
+            "CONVEYOR_PIPELINES, or leave CONVEYOR_BUILTIN_PIPELINES on)"
+        )
+    try:
+        async with asyncio.timeout(STORE_CHECK_S):
+            await store.ping()
+    except Exception as exc:
+        reason = f"no answer within {STORE_CHECK_S:g} s" if isinstance(exc, TimeoutError) else exc
+        log.warning(
+            "job store unavailable at start-up: %s; /readyz and job routes answer 503 until then",
+            reason or type(exc).__name__,
+        )
 
 
 def begin_shutdown(app: FastAPI) -> None:

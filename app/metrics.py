@@ -7,15 +7,14 @@ user's pipelines module registers there).
 
 from __future__ import annotations
 
-from prometheus_client import (
-    REGISTRY,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    disable_created_metrics,
-)
+from typing import Any
+
+from prometheus_client import REGISTRY, CollectorRegistry, disable_created_metrics
+from prometheus_client import Counter as _Counter
+from prometheus_client import Gauge as _Gauge
+from prometheus_client import Histogram as _Histogram
 from prometheus_client.exposition import generate_latest
+from prometheus_client.metrics import MetricWrapperBase
 
 __all__ = ["Metrics"]
 
@@ -41,6 +40,37 @@ LATENCY_BUCKETS = (
     120,
     300,
 )
+
+
+class _BoundOnce(MetricWrapperBase):
+    """`labels(...)` of prometheus-client, remembered: every request labels the same few series,
+    and prometheus-client checks the values and takes a lock each time (a few microseconds,
+    several times a request). The series are never removed, so what is remembered stays true."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._bound: dict[tuple[object, ...], Any] = {}
+
+    def labels(self, *labelvalues: Any, **labelkwargs: Any) -> Any:
+        if labelkwargs:
+            return super().labels(**labelkwargs)
+        try:
+            return self._bound[labelvalues]
+        except KeyError:
+            child = self._bound[labelvalues] = super().labels(*labelvalues)
+            return child
+
+
+class Counter(_BoundOnce, _Counter):
+    pass
+
+
+class Gauge(_BoundOnce, _Gauge):
+    pass
+
+
+class Histogram(_BoundOnce, _Histogram):
+    pass
 
 
 class Metrics:

@@ -12,9 +12,9 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import TypeAdapter
 
-from app.api.models import RunRequest
-from app.pipelines import Registry
-from app.pipelines.schema import ItemType
+from .api.models import RunRequest
+from .pipelines import Registry
+from .pipelines.schema import ItemType
 
 __all__ = ["build_openapi"]
 

@@ -21,9 +21,6 @@ from typing import Any
 
 import anyio
 
-from app.encoding import EncodedEvent, UnencodableResult, encode_event, printable
-from app.metrics import Metrics
-from app.pipelines import PipelineEntry
 from conveyor_core import (
     EndEvent,
     ItemErrorEvent,
@@ -32,6 +29,10 @@ from conveyor_core import (
     RunStats,
     describe_error,
 )
+
+from .encoding import EncodedEvent, UnencodableResult, encode_event, printable
+from .metrics import Metrics
+from .pipelines import PipelineEntry
 
 __all__ = ["Collector", "Run", "RunKind", "collect"]
 
@@ -177,6 +178,8 @@ class Run:
         self._metrics.runs.labels(name, kind, self.status).inc()
         self._metrics.inputs.labels(name).inc(self.inputs)
         self._observe(self._metrics.run_duration)
+        if not log.isEnabledFor(logging.INFO):
+            return
         log.info(
             "run ended",
             extra={

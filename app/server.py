@@ -17,7 +17,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from app.core.config import Settings
+from .core.config import Settings
 
 __all__ = ["HeaderDeadline", "server_options"]
 

@@ -31,9 +31,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from app.encoding import NDJSON, ndjson_line, sse_message
-from app.jobs.store import StoreUnavailable
-from app.peer import cut
+from .encoding import NDJSON, ndjson_line, sse_message
+from .jobs.store import StoreUnavailable
+from .peer import cut
 
 __all__ = [
     "NDJSONResponse",

@@ -27,8 +27,8 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from app.peer import client_gone, transport_of
-from app.pipelines.schema import ItemType
+from .peer import client_gone, transport_of
+from .pipelines.schema import ItemType
 
 __all__ = ["BadLine", "BodyChannel", "UploadResponse", "ndjson_items"]
 

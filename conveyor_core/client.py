@@ -11,6 +11,16 @@ Errors of the service arrive as `ServiceError` subclasses; a failed run as `Remo
 
 from __future__ import annotations
 
+try:  # the `client` extra: say which one is missing rather than fail deep inside an import
+    import h11  # noqa: F401
+    import httpx  # noqa: F401
+except ImportError as exc:
+    raise ModuleNotFoundError(
+        f"conveyor_core.client needs the 'client' extra, which provides {exc.name or 'httpx'}: "
+        'pip install "conveyor-streaming-core[client]"',
+        name=exc.name,
+    ) from exc
+
 from conveyor_core._client import ConveyorClient, Job, Mode
 from conveyor_core._client_errors import (
     InvalidInputError,

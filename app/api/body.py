@@ -22,9 +22,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from app.api.models import RunRequest
-from app.errors import InvalidInput, ItemTooLarge, TooManyItems
-from app.pipelines.schema import decode_json
+from ..errors import InvalidInput, ItemTooLarge, TooManyItems
+from ..pipelines.schema import decode_json
+from .models import RunRequest
 
 __all__ = ["INLINE_BYTES", "STEP_BYTES", "STEP_ITEMS", "parse_run_body"]
 

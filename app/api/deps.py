@@ -9,16 +9,16 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, Path, Query, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPBearer
 from starlette.requests import ClientDisconnect
 
-from app.api.body import parse_run_body
-from app.api.models import Mode, RunRequest
-from app.core.config import Settings
-from app.errors import BodyTimeout, BodyTooLarge, ClientLeft, TooManyItems, Unauthorized
-from app.jobs import JobRunner, JobStore
-from app.metrics import Metrics
-from app.pipelines import PipelineEntry, Registry
+from ..core.config import Settings
+from ..errors import BodyTimeout, BodyTooLarge, ClientLeft, TooManyItems, Unauthorized
+from ..jobs import JobRunner, JobStore
+from ..metrics import Metrics
+from ..pipelines import PipelineEntry, Registry
+from .body import parse_run_body
+from .models import Mode, RunRequest
 
 __all__ = [
     "ApiKey",
@@ -28,6 +28,7 @@ __all__ = [
     "Services",
     "ServicesDep",
     "key_matches",
+    "services_of",
     "validated_items",
 ]
 
@@ -45,26 +46,37 @@ class Services:
     """Set when the service begins to shut down: runs and streams end (see app.streaming)."""
 
 
-def get_services(request: Request) -> Services:
+# Every dependency here is `async def`: FastAPI runs a plain `def` one in its worker threads, a
+# thread hop per dependency and request. Each is also one node of FastAPI's dependency graph, so
+# they take what they need from the request rather than from one another.
+
+
+def services_of(request: Request) -> Services:
+    """What `create_app` built, from the request's app."""
     services: Services = request.app.state.services
     return services
 
 
+async def get_services(request: Request) -> Services:
+    return services_of(request)
+
+
 ServicesDep = Annotated[Services, Depends(get_services)]
 
-_bearer = HTTPBearer(auto_error=False, description="one of CONVEYOR_API_KEYS, when it is set")
 
+class ApiKeyBearer(HTTPBearer):
+    """401 unless the request carries `Authorization: Bearer <key>` (when keys are set).
 
-def require_api_key(
-    services: ServicesDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> None:
-    """401 unless the request carries `Authorization: Bearer <key>` (when keys are set)."""
-    keys = services.settings.api_keys
-    if not keys:
-        return
-    if not key_matches(keys, credentials.credentials if credentials else ""):
-        raise Unauthorized("missing or invalid API key: send Authorization: Bearer <key>")
+    FastAPI's `HTTPBearer`, so that OpenAPI declares the scheme, with the check in its own call:
+    one dependency instead of the scheme, the services and the check."""
+
+    async def __call__(self, request: Request) -> None:  # type: ignore[override]
+        keys = services_of(request).settings.api_keys
+        if not keys:
+            return
+        credentials = await super().__call__(request)
+        if not key_matches(keys, credentials.credentials if credentials else ""):
+            raise Unauthorized("missing or invalid API key: send Authorization: Bearer <key>")
 
 
 def key_matches(keys: list[str], given: str) -> bool:
@@ -73,14 +85,21 @@ def key_matches(keys: list[str], given: str) -> bool:
     return any(hmac.compare_digest(data, key.encode()) for key in keys)
 
 
-ApiKey = Depends(require_api_key)
+ApiKey = Depends(
+    ApiKeyBearer(
+        auto_error=False,
+        scheme_name="HTTPBearer",
+        description="one of CONVEYOR_API_KEYS, when it is set",
+    )
+)
 
 
-def get_entry(
-    services: ServicesDep,
+async def get_entry(
+    request: Request,
     name: Annotated[str, Path(description="a registered pipeline (GET /pipelines)")],
 ) -> PipelineEntry:
-    return services.registry.entry(name)
+    """The pipeline named in the path, or 404."""
+    return services_of(request).registry.entry(name)
 
 
 EntryDep = Annotated[PipelineEntry, Depends(get_entry)]
@@ -125,7 +144,7 @@ def _too_large(limit: int) -> BodyTooLarge:
 
 async def get_run_request(request: Request) -> RunRequest:
     """The JSON body `{"items": [...], "mode": ...}`, whatever its Content-Type says."""
-    settings = get_services(request).settings
+    settings = services_of(request).settings
     body = await read_body(request, settings.max_body_bytes, settings.body_timeout_s)
     return await parse_run_body(
         body, max_items=settings.max_items, max_item_bytes=settings.max_item_bytes

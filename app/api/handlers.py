@@ -14,9 +14,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from app.core.logging import request_id
-from app.errors import ServiceError, TooManyJobs
-from app.jobs.store import JobLimitReached, StoreUnavailable
+from ..core.logging import request_id
+from ..errors import ServiceError, TooManyJobs
+from ..jobs.store import JobLimitReached, StoreUnavailable
 
 __all__ = ["install_error_handlers", "internal_error"]
 
@@ -27,7 +27,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, _service_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StoreUnavailable, _store_unavailable)
-    app.add_exception_handler(JobLimitReached, _job_limit)
+    app.add_exception_handler(JobLimitReached, _job_limit)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unexpected)
 
@@ -49,8 +49,8 @@ async def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": f"job store unavailable: {exc}"}, 503)
 
 
-async def _job_limit(request: Request, exc: Exception) -> JSONResponse:
-    error = TooManyJobs(f"too many running jobs: {exc}; retry later")
+async def _job_limit(request: Request, exc: JobLimitReached) -> JSONResponse:
+    error = TooManyJobs(f"too many running jobs: {exc}; retry later", limit=exc.limit)
     return JSONResponse(error.body(), error.status_code, headers=error.headers)
 
 

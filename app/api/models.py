@@ -107,3 +107,4 @@ class ErrorBody(BaseModel):
         default=None, description="422: 0-based positions of the items that fail the schema"
     )
     errors: list[dict[str, Any]] | None = None
+    limit: int | None = Field(default=None, description="413, 429: the limit that was reached")

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from redis.asyncio.connection import parse_url
 
 __all__ = ["Settings"]
 
@@ -61,6 +63,11 @@ class Settings(BaseSettings):
     send_timeout_s: float = Field(
         default=30.0, gt=0, description="a stream whose client takes longer to accept a write ends"
     )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="origins whose browser pages may call the service (CORS), comma-separated; "
+        "`*`: any; none: no CORS headers",
+    )
     max_connections: int = Field(
         default=4096,
         ge=1,
@@ -81,6 +88,12 @@ class Settings(BaseSettings):
         description="bytes of a stream's events waiting between its run and a slow socket",
     )
     log_level: LogLevel = "info"
+    gc_threshold: int = Field(
+        default=10_000,
+        ge=0,
+        description="allocations between two collections of Python's youngest GC generation "
+        "(gc.set_threshold's first value; Python's own is 700); 0: leave Python's",
+    )
     redis_url: str | None = None
     store_timeout_s: float = Field(
         default=2.0,
@@ -89,7 +102,7 @@ class Settings(BaseSettings):
     )
     job_lease_s: float = Field(default=5.0, gt=0)
 
-    @field_validator("pipelines", mode="before")
+    @field_validator("pipelines", "cors_origins", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
@@ -116,6 +129,21 @@ class Settings(BaseSettings):
             return keys
         return value
 
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        """Each an origin as a browser sends it: `scheme://host[:port]`, no path, or `*`."""
+        for origin in value:
+            parts = urlsplit(origin)
+            if origin != "*" and not (
+                parts.scheme in ("http", "https") and parts.netloc and origin.endswith(parts.netloc)
+            ):
+                raise ValueError(
+                    f"{origin!r} is not an origin: give scheme://host[:port] (no path, no "
+                    "trailing slash), or * for any"
+                )
+        return value
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
@@ -125,3 +153,15 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        """A URL redis-py can connect to (`redis://`, `rediss://`, `unix://`), checked at
+        start-up rather than at the first job (the store's `?prefix=` is one of its options)."""
+        if value is not None:
+            parse_url(value)  # ValueError: the scheme, the port or an option is wrong
+            db = urlsplit(value).path.strip("/")
+            if value.startswith(("redis:", "rediss:")) and db and not db.isdigit():
+                raise ValueError(f"the database must be a number (redis://host:6379/0), not {db!r}")
+        return value

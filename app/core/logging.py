@@ -22,7 +22,7 @@ from typing import Any
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.metrics import Metrics
+from ..metrics import Metrics
 
 __all__ = ["JsonFormatter", "RequestContext", "configure_logging", "request_id"]
 
@@ -115,6 +115,8 @@ class RequestContext:
         method = scope["method"]
         self.metrics.http_requests.labels(method, route, str(status or 499)).inc()
         self.metrics.http_duration.labels(method, route).observe(seconds)
+        if not self.log.isEnabledFor(logging.INFO):  # the line's fields cost more than a check
+            return
         self.log.info(
             "request",
             extra={

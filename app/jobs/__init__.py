@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import importlib
 
-from app.core.config import Settings
-from app.jobs.memory import MemoryJobStore
-from app.jobs.runner import JobRunner
-from app.jobs.store import JobRecord, JobStatus, JobStore
+from ..core.config import Settings
+from .memory import MemoryJobStore
+from .runner import JobRunner
+from .store import JobRecord, JobStatus, JobStore
 
 __all__ = ["JobRecord", "JobRunner", "JobStatus", "JobStore", "MemoryJobStore", "create_store"]
 
-REDIS_STORE = "app.jobs.redis"  # defines RedisJobStore(url, *, ttl_s, lease_s, timeout_s)
+REDIS_STORE = ".redis"  # RedisJobStore(url, *, ttl_s, lease_s, timeout_s), relative to here
 
 
 def create_store(settings: Settings) -> JobStore:
@@ -23,7 +23,7 @@ def create_store(settings: Settings) -> JobStore:
             max_jobs=settings.job_store_max_jobs,
         )
     try:
-        module = importlib.import_module(REDIS_STORE)
+        module = importlib.import_module(REDIS_STORE, __package__)
     except ModuleNotFoundError as exc:
         raise RuntimeError(
             "CONVEYOR_REDIS_URL is set, but this version has no Redis job store"

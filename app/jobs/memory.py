@@ -21,8 +21,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from app.jobs.codec import dumps, loads
-from app.jobs.store import (
+from .codec import dumps, loads
+from .store import (
     JobLimitReached,
     JobNotFound,
     JobRecord,
@@ -32,7 +32,7 @@ from app.jobs.store import (
     WireEvent,
     resume_after,
 )
-from app.jobs.tasks import stop_tasks
+from .tasks import stop_tasks
 
 __all__ = ["EVENT_OVERHEAD", "MemoryJobStore"]
 

@@ -42,13 +42,13 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
-from app.jobs import redis_scripts as lua
-from app.jobs.codec import dumps as _dumps
-from app.jobs.codec import loads as _loads
-from app.jobs.keys import DEFAULT_PREFIX, EVENT_FIELD, Keys, entry_id
-from app.jobs.redis_tail import Tail
-from app.jobs.redis_writer import Behind, EventWriter, Pending
-from app.jobs.store import (
+from . import redis_scripts as lua
+from .codec import dumps as _dumps
+from .codec import loads as _loads
+from .keys import DEFAULT_PREFIX, EVENT_FIELD, Keys, entry_id
+from .redis_tail import Tail
+from .redis_writer import Behind, EventWriter, Pending
+from .store import (
     JobLimitReached,
     JobNotFound,
     JobRecord,
@@ -58,7 +58,7 @@ from app.jobs.store import (
     WireEvent,
     resume_after,
 )
-from app.jobs.tasks import check_cancelled, stop_tasks
+from .tasks import check_cancelled, stop_tasks
 
 __all__ = ["WORKER_LOST", "RedisJobStore"]
 

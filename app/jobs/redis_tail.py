@@ -17,8 +17,8 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 
-from app.jobs.store import StoreUnavailable, WireEvent
-from app.jobs.tasks import check_cancelled
+from .store import StoreUnavailable, WireEvent
+from .tasks import check_cancelled
 
 __all__ = ["Tail"]
 

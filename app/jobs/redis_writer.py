@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from app.jobs.store import StoreUnavailable
+from .store import StoreUnavailable
 
 __all__ = ["Behind", "EventWriter", "Pending"]
 

@@ -21,12 +21,12 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
-from app.encoding import jsonable
-from app.jobs.store import JobRecord, JobStore, StoreUnavailable
-from app.jobs.tasks import check_cancelled, stop_tasks
-from app.metrics import Metrics
-from app.pipelines import PipelineEntry
-from app.runs import Run, RunKind
+from ..encoding import jsonable
+from ..metrics import Metrics
+from ..pipelines import PipelineEntry
+from ..runs import Run, RunKind
+from .store import JobRecord, JobStore, StoreUnavailable
+from .tasks import check_cancelled, stop_tasks
 
 __all__ = ["JobRunner"]
 

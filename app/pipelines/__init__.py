@@ -1,5 +1,5 @@
 """The pipelines the service serves: the built-in ones and those of CONVEYOR_PIPELINES modules."""
 
-from app.pipelines.registry import PipelineEntry, Registry
+from .registry import PipelineEntry, Registry
 
 __all__ = ["PipelineEntry", "Registry"]

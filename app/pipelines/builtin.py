@@ -21,8 +21,9 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
-from app.pipelines.registry import PipelineEntry
 from conveyor_core import ErrorHandler, as_pipeline, batch_task, single_task
+
+from .registry import PipelineEntry
 
 __all__ = ["builtin_entries"]
 

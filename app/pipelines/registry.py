@@ -15,9 +15,10 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from app.errors import PipelineNotFound, RegistryError
-from app.pipelines.schema import ItemType
 from conveyor_core import Executor, Pipeline, as_pipeline
+
+from ..errors import PipelineNotFound, RegistryError
+from .schema import ItemType
 
 __all__ = ["PipelineEntry", "Registry"]
 
@@ -150,7 +151,7 @@ class Registry(Mapping[str, PipelineEntry]):
         """
         registry = cls(max_in_flight=max_in_flight)
         if builtin:
-            from app.pipelines.builtin import builtin_entries
+            from .builtin import builtin_entries
 
             for entry in builtin_entries():
                 registry.add(entry)

@@ -16,8 +16,8 @@ from typing import Any
 from pydantic import PydanticSchemaGenerationError, TypeAdapter, ValidationError
 from pydantic_core import from_json
 
-from app.encoding import dumps
-from app.errors import InvalidInput
+from ..encoding import dumps
+from ..errors import InvalidInput
 
 __all__ = ["ItemType", "decode_json", "item_errors"]
 

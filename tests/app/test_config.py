@@ -78,3 +78,31 @@ def test_the_bounds_of_issue_11(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CONVEYOR_STORE_TIMEOUT_S", "0")
     with pytest.raises(ValidationError, match="store_timeout_s"):
         Settings()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://127.0.0.1:6379/0",
+        "redis://:secret@redis:6379/2?prefix=staging:",
+        "rediss://user:secret@redis.example:6380",
+        "unix:///run/redis.sock?db=1",
+    ],
+)
+def test_redis_url_accepted(url: str) -> None:
+    assert Settings(redis_url=url).redis_url == url
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://x", "must specify one of the following schemes"),
+        ("127.0.0.1:6379", "must specify one of the following schemes"),
+        ("redis://h:70000/0", "Port out of range"),
+        ("redis://h:6379/db0", "the database must be a number"),
+        ("redis://h:6379/0?socket_timeout=soon", "Invalid value for 'socket_timeout'"),
+    ],
+)
+def test_redis_url_refused_at_start_up(url: str, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        Settings(redis_url=url)

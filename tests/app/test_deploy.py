@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,7 @@ import pytest
 import yaml
 
 from app.core.config import Settings
-from tests.app.conftest import ROOT, free_port, wait_healthy
+from tests.app.conftest import ROOT, free_port, stop_server, wait_healthy
 
 COMPOSE_SCHEMA = (
     Path(check_jsonschema.__file__).parent / "builtin_schemas" / "vendor" / "compose-spec.json"
@@ -104,7 +106,7 @@ def test_dockerfile_shape(dockerfile: list[tuple[str, str]]) -> None:
     keywords = [keyword for keyword, _ in dockerfile]
     assert dockerfile[0] == ("FROM", "python:3.11-slim")
     assert ("ARG", "EXTRAS=service") in dockerfile
-    assert any(k == "RUN" and 'pip install ".[${EXTRAS}]"' in a for k, a in dockerfile)
+    assert any(k == "RUN" and "pip install --no-deps ." in a for k, a in dockerfile)
     users = [args for keyword, args in dockerfile if keyword == "USER"]
     assert users and users[-1] not in ("root", "0")
     assert keywords.index("USER") > max(i for i, k in enumerate(keywords) if k == "RUN")
@@ -166,6 +168,186 @@ def test_the_container_start_command_serves(
         check=False,
     )
     assert failing.returncode != 0  # the health check does fail when nothing answers
+
+
+def _copied(dockerfile: list[tuple[str, str]]) -> list[tuple[int, list[str]]]:
+    """(position, sources) of each COPY."""
+    return [(i, a.split()[:-1]) for i, (k, a) in enumerate(dockerfile) if k == "COPY"]
+
+
+def test_dockerfile_installs_the_dependencies_before_the_code(
+    dockerfile: list[tuple[str, str]], tmp_path: Path
+) -> None:
+    """A layer of dependencies read from pyproject.toml alone, then the code: a change of the
+    code does not reinstall them. The dependency step is run here on the real pyproject."""
+    copies = _copied(dockerfile)
+    assert copies[0][1] == ["pyproject.toml"]
+    code_at = min(i for i, sources in copies if {"app", "conveyor_core"} & set(sources))
+    runs = [(i, a) for i, (k, a) in enumerate(dockerfile) if k == "RUN"]
+    deps = [(i, a) for i, a in runs if "pip install -r" in a]
+    assert len(deps) == 1 and copies[0][0] < deps[0][0] < code_at
+    code = [a for i, a in runs if i > code_at]
+    assert code == ["pip install --no-deps . && pip check"]  # nothing more, and nothing missed
+    needed = {"README.md", "LICENSE", "conveyor_core", "conveyor", "app"}  # what the build reads
+    assert needed <= {s for _, sources in copies for s in sources}
+
+    step = deps[0][1].split(" > ")[0]  # the `python -c ...` that writes the requirements
+    (tmp_path / "pyproject.toml").write_text((ROOT / "pyproject.toml").read_text())
+    argv = shlex.split(step)
+    assert argv[:2] == ["python", "-c"]
+    written = subprocess.run(
+        [sys.executable, "-c", argv[2]], cwd=tmp_path, capture_output=True, text=True, check=True
+    ).stdout.split()
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert written == project["dependencies"] + project["optional-dependencies"]["service"]
+    assert not any("conveyor" in requirement for requirement in written)
+
+
+# -- one's own pipelines in the image ------------------------------------------------------------
+
+EXAMPLE = ROOT / "examples" / "docker"
+IMAGE = "conveyor-streaming"  # the tag the Dockerfile's comment and the compose file give
+
+
+def _serve_as_container(
+    env: dict[str, str], command: list[str], cwd: Path, tmp_path: Path
+) -> tuple[str, subprocess.Popen[bytes], Path]:
+    bin_dir = str(Path(sys.executable).parent)
+    port = free_port()
+    environ = {
+        **{
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("CONVEYOR_") and k != "PYTHONPATH"
+        },
+        **env,
+        "CONVEYOR_PORT": str(port),
+        "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
+    }
+    log = tmp_path / "container.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, env=environ, cwd=cwd, stdout=out, stderr=out)
+    url = f"http://127.0.0.1:{port}"
+    wait_healthy(url, process, log)
+    return url, process, log
+
+
+def _assert_serves_the_example(url: str) -> None:
+    names = [p["name"] for p in httpx.get(f"{url}/pipelines").json()]
+    assert "shout" in names and "quickstart" in names
+    answer = httpx.post(f"{url}/pipelines/shout/invoke", json={"items": ["hi", "you", "there"]})
+    assert answer.json()["results"] == ["HI! YOU!", "THERE!"]
+
+
+def _image(dockerfile: list[tuple[str, str]]) -> tuple[dict[str, str], list[str]]:
+    env: dict[str, str] = {}
+    for keyword, args in dockerfile:
+        if keyword == "ENV":
+            env.update(env_pairs(args))
+    return env, exec_form(next(args for keyword, args in dockerfile if keyword == "CMD"))
+
+
+def test_an_image_from_the_service_image_serves_its_own_pipelines(
+    dockerfile: list[tuple[str, str]], tmp_path: Path
+) -> None:
+    """examples/docker/Dockerfile (`FROM` the service's image, `COPY` a package, set
+    CONVEYOR_PIPELINES), played here: its WORKDIR and COPY in a folder standing for the
+    container's root, then the base image's CMD with both images' ENV."""
+    mine = parse_dockerfile((EXAMPLE / "Dockerfile").read_text())
+    assert mine[0] == ("FROM", IMAGE)
+    assert "CMD" not in [k for k, _ in mine]  # the service's own command runs
+    assert {k for k, _ in mine} <= {"FROM", "WORKDIR", "COPY", "ENV"}
+    root = tmp_path / "root"
+    workdir = Path("/")
+    for keyword, args in mine:
+        if keyword == "WORKDIR":
+            workdir = workdir / args
+            (root / workdir.relative_to("/")).mkdir(parents=True, exist_ok=True)
+        elif keyword == "COPY":
+            source, target = args.split()
+            shutil.copytree(EXAMPLE / source, root / (workdir / target).relative_to("/"))
+    base_env, command = _image(dockerfile)
+    env = {**base_env, **_image([*mine, ("CMD", json.dumps(command))])[0]}
+    assert env["CONVEYOR_PIPELINES"] == "mypkg.pipelines"
+    url, process, _ = _serve_as_container(env, command, root / workdir.relative_to("/"), tmp_path)
+    try:
+        _assert_serves_the_example(url)
+    finally:
+        stop_server(process)
+
+
+def test_a_mounted_folder_of_pipelines(dockerfile: list[tuple[str, str]], tmp_path: Path) -> None:
+    """The README's `docker run -v ... -w ... -e CONVEYOR_PIPELINES=...`, played here."""
+    readme = (ROOT / "README.md").read_text().replace("\\\n", " ")
+    line = next(x for x in readme.splitlines() if x.startswith("docker run") and " -v " in x)
+    argv = shlex.split(line.replace("$PWD", str(EXAMPLE)))
+    assert argv[-1] == IMAGE
+    options = dict(zip(argv[2:-1:2], argv[3:-1:2], strict=True))
+    assert set(options) == {"-p", "-v", "-w", "-e"}
+    source, target, mode = options["-v"].split(":")
+    assert mode == "ro" and Path(target).parent == Path(options["-w"])
+    mounted = tmp_path / "root" / Path(target).relative_to("/")
+    mounted.parent.mkdir(parents=True)
+    mounted.symlink_to(source, target_is_directory=True)
+    base_env, command = _image(dockerfile)
+    env = {**base_env, **env_pairs(options["-e"])}
+    url, process, _ = _serve_as_container(env, command, mounted.parent, tmp_path)
+    try:
+        _assert_serves_the_example(url)
+    finally:
+        stop_server(process)
+
+
+# -- compose: how long each service waits for the ones it needs -----------------------------------
+
+
+def _seconds(value: str) -> float:
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    total = 0.0
+    for number, unit in re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h)", value):
+        total += float(number) * units[unit]
+    return total
+
+
+def _start_wait(compose: dict[str, Any], name: str) -> float:
+    """Seconds a service waits, beyond the services' own start times, before it starts: for
+    each dependency it needs healthy, that one's own wait plus the delay of its first health
+    check (`start_interval` while it starts, on Docker Engine 25+)."""
+    waits = [0.0]
+    for dependency, rule in compose["services"][name].get("depends_on", {}).items():
+        if rule.get("condition") == "service_healthy":
+            check = compose["services"][dependency]["healthcheck"]
+            first = _seconds(check.get("start_interval", check["interval"]))
+            waits.append(_start_wait(compose, dependency) + first)
+    return max(waits)
+
+
+def _awaited(compose: dict[str, Any], name: str) -> set[str]:
+    """The services `name` waits to be healthy, directly or through another."""
+    found: set[str] = set()
+    for dependency, rule in compose["services"][name].get("depends_on", {}).items():
+        if rule.get("condition") == "service_healthy":
+            found |= {dependency, *_awaited(compose, dependency)}
+    return found
+
+
+def test_compose_health_waits_do_not_delay_the_start(compose: dict[str, Any]) -> None:
+    assert _start_wait(compose, "lb") <= 3  # it was 5 + 15 s: Redis's interval, the replicas'
+    assert _awaited(compose, "lb") == {"conveyor", "redis"}
+    for name in ("lb", *_awaited(compose, "lb")):
+        check = compose["services"][name]["healthcheck"]
+        assert _seconds(check["start_interval"]) <= 1, name
+        assert _seconds(check["start_period"]) >= 10, name  # slow starts are not failures
+        assert _seconds(check["interval"]) >= 5, name  # and steady checks stay cheap
+
+
+def test_the_published_port_is_said_to_be_open(compose: dict[str, Any]) -> None:
+    text = " ".join((ROOT / "README.md").read_text().split())
+    assert (
+        "publishes the port on every interface of the host, and no API key is set by default"
+        in text
+    )
+    assert "CONVEYOR_API_KEYS" not in compose["x-conveyor-environment"]  # indeed none is set
 
 
 def test_compose_ray_profile(compose: dict[str, Any]) -> None:

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from app.api.deps import ApiKey
+from ..deps import ApiKey
 
 router = APIRouter(tags=["docs"], dependencies=[ApiKey], include_in_schema=False)
 

@@ -12,7 +12,7 @@ import logging
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from app.api.deps import ServicesDep, key_matches
+from ..deps import ServicesDep, key_matches
 
 router = APIRouter(tags=["health"])
 log = logging.getLogger("conveyor.service.http")

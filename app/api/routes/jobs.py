@@ -10,13 +10,13 @@ import anyio
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 from pydantic import BeforeValidator
 
-from app.api.deps import ApiKey, ServicesDep
-from app.api.models import ErrorBody, JobCancel, JobInfo, JobResults
-from app.encoding import NDJSON, SSE, dumps, wants_sse
-from app.errors import JobNotFound
-from app.jobs.runner import JobRunner
-from app.jobs.store import MAX_SEQ, JobRecord
-from app.streaming import Shutdown, closing, event_response
+from ...encoding import NDJSON, SSE, dumps, wants_sse
+from ...errors import JobNotFound
+from ...jobs.runner import JobRunner
+from ...jobs.store import MAX_SEQ, JobRecord
+from ...streaming import Shutdown, closing, event_response
+from ..deps import ApiKey, ServicesDep
+from ..models import ErrorBody, JobCancel, JobInfo, JobResults
 
 router = APIRouter(
     prefix="/jobs",

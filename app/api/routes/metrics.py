@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from app.api.deps import ApiKey, ServicesDep
+from ..deps import ApiKey, ServicesDep
 
 router = APIRouter(tags=["metrics"], dependencies=[ApiKey])
 

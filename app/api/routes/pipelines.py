@@ -8,7 +8,11 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from app.api.deps import (
+from ...encoding import NDJSON, SSE, dumps, wants_sse
+from ...runs import Collector, Run, RunKind, collect
+from ...streaming import Shutdown, event_response, until_disconnect
+from ...upload import BodyChannel, UploadResponse, ndjson_items
+from ..deps import (
     ApiKey,
     EntryDep,
     ModeQuery,
@@ -17,13 +21,7 @@ from app.api.deps import (
     get_run_request,
     validated_items,
 )
-from app.api.models import ErrorBody, InvokeResponse, JobAccepted, PipelineInfo
-from app.encoding import NDJSON, SSE, dumps, wants_sse
-from app.errors import TooManyJobs
-from app.jobs.store import JobLimitReached
-from app.runs import Collector, Run, RunKind, collect
-from app.streaming import Shutdown, event_response, until_disconnect
-from app.upload import BodyChannel, UploadResponse, ndjson_items
+from ..models import ErrorBody, InvokeResponse, JobAccepted, PipelineInfo
 
 router = APIRouter(prefix="/pipelines", tags=["pipelines"], dependencies=[ApiKey])
 
@@ -169,10 +167,8 @@ async def create_job(
 ) -> dict[str, Any]:
     """Start a job: the run goes on without the client; follow it at events_url."""
     items = await validated_items(entry, body.items, services.settings)
-    try:
-        record = await services.runner.submit(entry, items, body.mode or mode or "ordered")
-    except JobLimitReached as exc:
-        raise TooManyJobs(f"too many running jobs: {exc}; retry later", limit=exc.limit) from None
+    # over CONVEYOR_MAX_RUNNING_JOBS, JobLimitReached: 429 (app.api.handlers)
+    record = await services.runner.submit(entry, items, body.mode or mode or "ordered")
     base = f"{request.scope.get('root_path', '')}/jobs/{record.job_id}"
     response.headers["Location"] = base
     return {

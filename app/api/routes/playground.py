@@ -8,7 +8,7 @@ from pathlib import Path
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
-from app.errors import ServiceError
+from ...errors import ServiceError
 
 router = APIRouter(tags=["playground"], include_in_schema=False)
 
