@@ -24,6 +24,7 @@ from .jobs import JobRunner, JobStore, create_store
 from .metrics import Metrics
 from .openapi import build_openapi
 from .pipelines import Registry
+from .telemetry import Tracing, tracing_from_environment
 
 __all__ = ["app", "begin_shutdown", "create_app", "tune_gc"]
 
@@ -40,10 +41,13 @@ DESCRIPTION = """Runs registered Conveyor pipelines and streams their events: ea
 soon as it can be yielded, in input order or as completed, over Server-Sent Events or NDJSON."""
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """A service for `settings` (default: from the CONVEYOR_* environment)."""
+def create_app(settings: Settings | None = None, *, tracing: Tracing | None = None) -> FastAPI:
+    """A service for `settings` (default: from the CONVEYOR_* environment); `tracing`:
+    OpenTelemetry's (default: as the OTEL_* variables ask, else none; see app.telemetry)."""
     settings = settings or Settings()
     configure_logging(settings.log_level)
+    if tracing is None:
+        tracing = tracing_from_environment(link_window=settings.otel_link_window)
     registry = Registry.load(
         settings.pipelines,
         builtin=settings.builtin_pipelines,
@@ -58,8 +62,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_running=settings.max_running_jobs,
         lease_s=settings.job_lease_s,
         stopping=stopping,
+        tracing=tracing,
     )
-    services = Services(settings, registry, store, runner, metrics, stopping)
+    services = Services(settings, registry, store, runner, metrics, stopping, tracing)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -69,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "pipelines": list(registry),
                 "store": type(store).__name__,
                 "auth": bool(settings.api_keys),
+                "tracing": tracing is not None,
             },
         )
         tune_gc(settings.gc_threshold)
@@ -81,6 +87,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await runner.aclose()
             await _close_executors(registry)
             await store.close()
+            if tracing is not None:
+                tracing.shutdown()
             log.info("service stopped")
 
     app = FastAPI(
@@ -95,10 +103,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.services = services
     for module in (health, pipelines, jobs, metrics_route, docs, playground):
         app.include_router(module.router)
+    app.mount(docs.ASSETS_URL, StaticFiles(directory=docs.ASSETS_DIR), name="docs-assets")
     if playground.STATIC_DIR.is_dir():
         app.mount("/static", StaticFiles(directory=playground.STATIC_DIR), name="static")
     install_error_handlers(app)
     app.add_middleware(RequestContext, metrics=metrics, internal_error=internal_error)
+    if tracing is not None:
+        tracing.instrument(app)  # the outermost middleware: a span per request
     if settings.cors_origins:  # outermost: every response carries the headers, 500s included
         app.add_middleware(
             CORSMiddleware,

@@ -7,7 +7,7 @@ user's pipelines module registers there).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import REGISTRY, CollectorRegistry, disable_created_metrics
 from prometheus_client import Counter as _Counter
@@ -16,7 +16,7 @@ from prometheus_client import Histogram as _Histogram
 from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics import MetricWrapperBase
 
-__all__ = ["Metrics"]
+__all__ = ["BATCH_BUCKETS", "Metrics"]
 
 disable_created_metrics()  # no `_created` series beside every counter and histogram
 
@@ -73,6 +73,16 @@ class Histogram(_BoundOnce, _Histogram):
     pass
 
 
+class HoldsItems(Protocol):
+    """A run (`conveyor_core.RunEvents`): the input items it holds now."""
+
+    @property
+    def in_flight(self) -> int: ...
+
+
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
 class Metrics:
     """The service's metrics; labels: pipeline, kind (stream, invoke, job), status, stage."""
 
@@ -116,6 +126,27 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
+        self.batch_size = Histogram(
+            "conveyor_batch_size",
+            "Items in one call of a batch stage",
+            ["pipeline", "stage"],
+            buckets=BATCH_BUCKETS,
+            registry=registry,
+        )
+        self.stage_queue = Histogram(
+            "conveyor_stage_queue_seconds",
+            "From a call's input being ready (a batch: released) to the call's start",
+            ["pipeline", "stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.items_in_flight = Gauge(
+            "conveyor_items_in_flight",
+            "Input items the pipeline's runs hold now (admitted, not yet delivered)",
+            ["pipeline"],
+            registry=registry,
+        )
+        self._live: dict[str, set[Any]] = {}  # pipeline: the runs going on (for the gauge)
         self.first_result = Histogram(
             "conveyor_time_to_first_result_seconds",
             "From a run's start to its first result",
@@ -146,6 +177,19 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
+
+    def track(self, pipeline: str, run: HoldsItems) -> None:
+        """Count `run`'s items in flight in its pipeline's gauge (read when scraped)."""
+        runs = self._live.get(pipeline)
+        if runs is None:
+            runs = self._live[pipeline] = set()
+            self.items_in_flight.labels(pipeline).set_function(
+                lambda: float(sum(r.in_flight for r in runs))
+            )
+        runs.add(run)
+
+    def untrack(self, pipeline: str, run: HoldsItems) -> None:
+        self._live.get(pipeline, set()).discard(run)
 
     def render(self) -> bytes:
         """The Prometheus text format of this app's metrics and the process-wide ones."""

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import TypeAdapter
 
-from .api.models import RunRequest
+from .api.models import RunRequest, WireEvent
 from .pipelines import Registry
 from .pipelines.schema import ItemType
 
@@ -28,6 +28,8 @@ def build_openapi(app: FastAPI, registry: Registry) -> dict[str, Any]:
         )
         schemas = document.setdefault("components", {}).setdefault("schemas", {})
         _add(schemas, "RunRequest", RunRequest.model_json_schema(ref_template=REF))
+        events = TypeAdapter(WireEvent).json_schema(ref_template=REF)
+        _add(schemas, "WireEvent", events)
         for name, entry in registry.items():
             for end, item_type in (("input", entry.input), ("output", entry.output)):
                 _add(schemas, f"pipeline.{name}.{end}", _schema(item_type, f"pipeline.{name}."))

@@ -17,22 +17,26 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Iterator
 from contextlib import aclosing
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
 import anyio
 
 from conveyor_core import (
     EndEvent,
+    Event,
     ItemErrorEvent,
     ResultEvent,
     RunErrorEvent,
+    RunEvents,
     RunStats,
+    StageEvent,
     describe_error,
 )
 
 from .encoding import EncodedEvent, UnencodableResult, encode_event, printable
 from .metrics import Metrics
 from .pipelines import PipelineEntry
+from .telemetry import RunTrace, Tracing
 
 __all__ = ["Collector", "Run", "RunKind", "collect"]
 
@@ -60,10 +64,14 @@ class Run:
         mode: str,
         kind: RunKind,
         metrics: Metrics,
+        trace: bool = False,
+        tracing: Tracing | None = None,
     ) -> None:
         self.entry = entry
         self.mode = mode
         self.kind = kind
+        self.trace = trace  # `stage` events on the wire
+        self.tracing = tracing  # OpenTelemetry spans (app.telemetry), when configured
         self.inputs = 0  # items pulled from `data`
         self.results = 0
         self.skipped = 0
@@ -73,8 +81,10 @@ class Run:
         self._metrics = metrics
         self._timers: dict[str, Any] = {}
         self._started = 0.0
-        self._engine = entry.pipeline.events(
-            self._counted(), mode=mode, stage_timer=self._observe_stage
+        self._spans: RunTrace | None = None
+        self._error: str | None = None  # the failure's text, for the run's span
+        self._engine: RunEvents = entry.pipeline.events(
+            self._counted(), mode=mode, trace=trace, on_call=self._on_call
         )
 
     def cancel(self) -> None:
@@ -86,26 +96,34 @@ class Run:
         name, kind = self.entry.name, self.kind.value
         self._metrics.runs_in_progress.labels(name, kind).inc()
         self._started = time.perf_counter()
-        engine = self._engine
+        run_events = self._engine
+        engine = cast(AsyncGenerator[Event, None], run_events)
+        self._metrics.track(name, run_events)
+        if self.tracing is not None:
+            self._spans = self.tracing.start_run(name, kind, self.mode, run_events)
         results = self._metrics.results.labels(name)
+        events = engine if self._spans is None else self._started_under_span(engine)
         try:
-            async for event in engine:
+            async for event in events:
                 try:
                     wire = encode_event(event)
                 except UnencodableResult as exc:  # no JSON form: the run fails here
                     log.warning("pipeline %s: %s", name, exc)
-                    engine.reject(exc)  # the run fails here: error (in its seq), then end
+                    run_events.reject(exc)  # the run fails here: error (in its seq), then end
                     continue
                 self.last_seq = event.seq
                 if isinstance(event, ResultEvent):
                     if self.results == 0:
                         self._observe(self._metrics.first_result)
+                        if self._spans is not None:
+                            self._spans.first_result()
                     self.results += 1
                     results.inc()
                 elif isinstance(event, ItemErrorEvent):
                     self._item_error(event.stage, event.action)
                 elif isinstance(event, RunErrorEvent):
                     self._run_error(event.stage)
+                    self._error = event.error
                 elif isinstance(event, EndEvent):
                     self.status = event.status
                 yield wire
@@ -117,9 +135,12 @@ class Run:
                 self.last_seq = failure["seq"]
                 yield failure
             self.status = "failed"
+            self._error = printable(describe_error(exc))
             self._run_error(None)
         finally:
             with anyio.move_on_after(CLEANUP_TIMEOUT_S, shield=True):
+                if events is not engine:
+                    await events.aclose()
                 await engine.aclose()
             self._finish()
 
@@ -134,6 +155,20 @@ class Run:
             return [encode_event(EndEvent(seq, "cancelled", stats))]
         error = RunErrorEvent(seq, None, printable(describe_error(failure)), failure)
         return [encode_event(error), encode_event(EndEvent(seq + 1, "failed", stats))]
+
+    async def _started_under_span(
+        self, engine: AsyncGenerator[Event, None]
+    ) -> AsyncGenerator[Event, None]:
+        """The engine's events; its first step (which starts the run's tasks, in a copy of the
+        current context) under the run's span, so that what the tasks call joins the trace."""
+        if self._spans is not None:
+            with self._spans.current():
+                first = await anext(engine, None)
+            if first is None:
+                return
+            yield first
+        async for event in engine:
+            yield event
 
     def _counted(self) -> Iterator[Any] | AsyncIterator[Any]:
         if isinstance(self._data, AsyncIterable):
@@ -159,11 +194,25 @@ class Run:
             self.skipped += 1
         self._metrics.item_errors.labels(self.entry.name, stage, action).inc()
 
-    def _observe_stage(self, stage: str, seconds: float) -> None:
-        timer = self._timers.get(stage)
-        if timer is None:
-            timer = self._timers[stage] = self._metrics.stage_latency.labels(self.entry.name, stage)
-        timer.observe(seconds)
+    def _on_call(self, event: StageEvent) -> None:
+        """Told of every call attempt by the engine: the stage metrics, and its span."""
+        timers = self._timers.get(event.stage)
+        if timers is None:
+            timers = self._timers[event.stage] = self._stage_metrics(event.stage, event.kind)
+        latency, queue, batch = timers
+        latency.observe(event.ended_s - event.started_s)
+        if event.attempt == 1:  # a retry's wait is its backoff, not a queue
+            queue.observe(max(0.0, event.started_s - event.queued_s))
+            if batch is not None:
+                batch.observe(event.size)
+        if self._spans is not None:
+            self._spans.call(event)
+
+    def _stage_metrics(self, stage: str, kind: str) -> tuple[Any, Any, Any]:
+        metrics, name = self._metrics, self.entry.name
+        batch = metrics.batch_size.labels(name, stage) if kind == "batch" else None
+        latency = metrics.stage_latency.labels(name, stage)
+        return latency, metrics.stage_queue.labels(name, stage), batch
 
     def _observe(self, histogram: Any) -> None:
         histogram.labels(self.entry.name, self.kind.value).observe(
@@ -174,6 +223,11 @@ class Run:
         name, kind = self.entry.name, self.kind.value
         if self.status is None:
             self.status = "cancelled"
+        if self._engine is not None:
+            self._metrics.untrack(name, self._engine)
+        if self._spans is not None:
+            self._spans.finish(self.status, self.inputs, self.results, self._error)
+            self._spans = None
         self._metrics.runs_in_progress.labels(name, kind).dec()
         self._metrics.runs.labels(name, kind, self.status).inc()
         self._metrics.inputs.labels(name).inc(self.inputs)
@@ -197,9 +251,10 @@ class Run:
 class Collector:
     """The body of `POST /pipelines/{name}/invoke`, gathered event by event."""
 
-    def __init__(self) -> None:
+    def __init__(self, trace: bool = False) -> None:
         self.results: list[Any] = []
         self.item_errors: list[dict[str, Any]] = []
+        self.stages: list[dict[str, Any]] | None = [] if trace else None  # `stage` events
         self.error: dict[str, Any] | None = None
         self.end: dict[str, Any] | None = None
 
@@ -210,6 +265,9 @@ class Collector:
             self.results.append(event["value"])
         elif kind == "item_error":
             self.item_errors.append(fields)
+        elif kind == "stage":
+            if self.stages is not None:
+                self.stages.append(fields)
         elif kind == "error":
             self.error = fields
         elif kind == "end":
@@ -218,18 +276,21 @@ class Collector:
     def body(self) -> dict[str, Any]:
         """The body so far (a run that has not ended, its client gone: status cancelled)."""
         last = self.end or {}
-        return {
+        body = {
             "status": last.get("status", "cancelled"),
             "results": self.results,
             "stats": last.get("stats"),
             "item_errors": self.item_errors,
             "error": self.error,
         }
+        if self.stages is not None:
+            body["stages"] = self.stages
+        return body
 
 
 async def collect(run: Run, into: Collector | None = None) -> dict[str, Any]:
     """Run to the end; the body of `POST /pipelines/{name}/invoke` (gathered `into`)."""
-    collector = into or Collector()
+    collector = into or Collector(run.trace)
     async with aclosing(run.events()) as events:
         async for event in events:
             collector.add(event)

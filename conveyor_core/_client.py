@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal
 from urllib.parse import quote
@@ -19,9 +20,10 @@ from conveyor_core._client_errors import (
     ServiceError,
     error_from_response,
 )
+from conveyor_core._client_trace import trace_headers
 from conveyor_core._client_wire import iter_events
 
-__all__ = ["ConveyorClient", "Job", "Mode"]
+__all__ = ["ConveyorClient", "Job", "JobPage", "Mode"]
 
 Mode = Literal["ordered", "as_completed"]
 Items = Iterable[Any] | AsyncIterable[Any]
@@ -134,13 +136,29 @@ class ConveyorClient:
         payload = await self._json("POST", f"/pipelines/{_q(pipeline)}/jobs", json=body)
         return Job(self, payload["job_id"], pipeline)
 
+    async def jobs(
+        self,
+        pipeline: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> JobPage:
+        """A page of the service's jobs, newest first (`GET /jobs`); `page.next_cursor`, given
+        as `cursor`, asks for the next one (None: there is no more)."""
+        params: dict[str, Any] = {"limit": limit}
+        for name, value in (("pipeline", pipeline), ("status", status), ("cursor", cursor)):
+            if value is not None:
+                params[name] = value
+        payload = await self._json("GET", "/jobs", params=params)
+        return JobPage(list(payload["jobs"]), payload.get("next_cursor"))
+
     def job(self, job_id: str) -> Job:
         """A handle on an existing job, e.g. one submitted by another process."""
         return Job(self, job_id)
 
     async def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
-            response = await self._http.request(method, path, **kwargs)
+            response = await self._http.request(method, path, headers=trace_headers(), **kwargs)
         except httpx.TransportError as exc:
             raise ServiceConnectionError(f"{method} {path}: {exc!r}") from exc
         await _raise_for_status(response)
@@ -155,7 +173,7 @@ class ConveyorClient:
         idle_timeout: float | None = None,
         **kwargs: Any,
     ) -> AsyncGenerator[dict[str, Any], None]:
-        headers = {"accept": _SSE, **(headers or {})}
+        headers = {"accept": _SSE, **trace_headers(), **(headers or {})}
         timeout = self._stream_timeout
         if idle_timeout is not None:
             timeout = httpx.Timeout(
@@ -178,7 +196,7 @@ class ConveyorClient:
     async def _upload(
         self, path: str, items: AsyncIterable[Any], mode: str
     ) -> AsyncGenerator[dict[str, Any], None]:
-        headers = {**self._auth, "accept": _SSE, "content-type": _NDJSON}
+        headers = {**self._auth, **trace_headers(), "accept": _SSE, "content-type": _NDJSON}
         url = f"{self.base_url}{path}?mode={_q(mode)}"
         async with duplex_post(
             url, headers, _ndjson(items), connect_timeout=self._connect_timeout
@@ -192,6 +210,14 @@ class ConveyorClient:
                 if event.get("type") == "end":
                     return
         raise ServiceConnectionError(f"POST {path}: the stream ended before its end event")
+
+
+@dataclass(frozen=True, slots=True)
+class JobPage:
+    """A page of `ConveyorClient.jobs()`: each job as `GET /jobs/{id}` gives it, newest first."""
+
+    jobs: list[dict[str, Any]]
+    next_cursor: str | None
 
 
 class Job:

@@ -21,7 +21,7 @@ except ImportError as exc:
         name=exc.name,
     ) from exc
 
-from conveyor_core._client import ConveyorClient, Job, Mode
+from conveyor_core._client import ConveyorClient, Job, JobPage, Mode
 from conveyor_core._client_errors import (
     InvalidInputError,
     NotFoundError,
@@ -38,6 +38,7 @@ __all__ = [
     "ConveyorClient",
     "InvalidInputError",
     "Job",
+    "JobPage",
     "Mode",
     "NotFoundError",
     "PayloadTooLargeError",

@@ -33,7 +33,9 @@ STEP_BYTES = 256 << 10  # a larger one hands the event loop back after each such
 STEP_ITEMS = 512  # ... and after each such number of items
 FIRST_WINDOW = 256  # the bytes an item's end is first looked for in; then 8 times more
 KEY_WINDOW = 1024  # the bytes a key is looked for in
-SHAPE = 'the body must be {"items": [...], "mode": "ordered" | "as_completed"}'
+SHAPE = (
+    'the body must be {"items": [...], "mode": "ordered" | "as_completed", "trace": true | false}'
+)
 
 _WS = re.compile(rb"[ \t\n\r]*")
 _RAW = json.JSONDecoder()

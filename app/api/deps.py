@@ -17,6 +17,7 @@ from ..errors import BodyTimeout, BodyTooLarge, ClientLeft, TooManyItems, Unauth
 from ..jobs import JobRunner, JobStore
 from ..metrics import Metrics
 from ..pipelines import PipelineEntry, Registry
+from ..telemetry import Tracing
 from .body import parse_run_body
 from .models import Mode, RunRequest
 
@@ -27,6 +28,7 @@ __all__ = [
     "RunRequestDep",
     "Services",
     "ServicesDep",
+    "TraceQuery",
     "key_matches",
     "services_of",
     "validated_items",
@@ -44,6 +46,8 @@ class Services:
     metrics: Metrics
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     """Set when the service begins to shut down: runs and streams end (see app.streaming)."""
+    tracing: Tracing | None = None
+    """OpenTelemetry, when the OTEL_* variables ask for it (app.telemetry)."""
 
 
 # Every dependency here is `async def`: FastAPI runs a plain `def` one in its worker threads, a
@@ -103,6 +107,11 @@ async def get_entry(
 
 
 EntryDep = Annotated[PipelineEntry, Depends(get_entry)]
+
+TraceQuery = Annotated[
+    bool,
+    Query(description='true: add a `stage` event for every call (or "trace": true in the body)'),
+]
 
 ModeQuery = Annotated[
     Mode | None,

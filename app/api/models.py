@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 __all__ = [
     "ErrorBody",
@@ -12,10 +12,12 @@ __all__ = [
     "JobAccepted",
     "JobCancel",
     "JobInfo",
+    "JobList",
     "JobResults",
     "Mode",
     "PipelineInfo",
     "RunRequest",
+    "WireEvent",
 ]
 
 Mode = Literal["ordered", "as_completed"]
@@ -29,6 +31,11 @@ class RunRequest(BaseModel):
     items: list[Any] = Field(description="input items, each matching the pipeline's input_schema")
     mode: Mode | None = Field(
         default=None, description="ordered (input order; default) or as_completed; or ?mode="
+    )
+    trace: StrictBool | None = Field(
+        default=None,
+        description="true: a `stage` event for every call of every stage, in the same seq "
+        "sequence as the other events (or ?trace=true)",
     )
 
 
@@ -90,6 +97,13 @@ class JobInfo(BaseModel):
     cancel_requested: bool
 
 
+class JobList(BaseModel):
+    jobs: list[JobInfo] = Field(description="newest first")
+    next_cursor: str | None = Field(
+        description="pass it as ?cursor= for the next page; null: no more jobs"
+    )
+
+
 class JobResults(BaseModel):
     status: str
     results: list[Any]
@@ -99,6 +113,65 @@ class JobCancel(BaseModel):
     job_id: str
     status: str
     cancel_requested: bool
+
+
+class ResultWire(BaseModel):
+    """A value the pipeline produced, with the input positions it came from."""
+
+    type: Literal["result"]
+    seq: int
+    value: Any
+    sources: list[int]
+
+
+class ItemErrorWire(BaseModel):
+    """An item or batch failed in a stage; the run went on."""
+
+    type: Literal["item_error"]
+    seq: int
+    stage: str
+    sources: list[int]
+    error: str = Field(description='"ValueError: ..."')
+    action: Literal["skip_item", "skip_batch", "handled"]
+
+
+class ErrorWire(BaseModel):
+    """The run failed (stage null: outside any stage); `end` follows."""
+
+    type: Literal["error"]
+    seq: int
+    stage: str | None
+    error: str
+
+
+class EndWire(BaseModel):
+    """The last event of every run."""
+
+    type: Literal["end"]
+    seq: int
+    status: Literal["succeeded", "failed", "cancelled"]
+    stats: Stats
+
+
+class StageWire(BaseModel):
+    """One call of one stage (only with trace): times in seconds since the run started."""
+
+    type: Literal["stage"]
+    seq: int
+    stage: str
+    kind: str = Field(description="single, batch or stream")
+    sources: list[int]
+    attempt: int = Field(description="1, then 2, ... for the retries of the same call")
+    queued_s: float = Field(description="when the call's input was ready (a batch: released)")
+    started_s: float
+    ended_s: float
+    outcome: Literal["ok", "retry", "error", "skipped", "cancelled"]
+
+
+WireEvent = Annotated[
+    ResultWire | ItemErrorWire | ErrorWire | EndWire | StageWire, Field(discriminator="type")
+]
+"""One event of a stream: an NDJSON line, or an SSE message's `data` plus `event:` its type."""
 
 
 class ErrorBody(BaseModel):

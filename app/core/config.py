@@ -101,6 +101,15 @@ class Settings(BaseSettings):
         description="a job store call a request waits on fails (503) past this deadline",
     )
     job_lease_s: float = Field(default=5.0, gt=0)
+    jobs_page_max: int = Field(
+        default=500, ge=1, description="GET /jobs: the largest `limit` of one page"
+    )
+    otel_link_window: int = Field(
+        default=65536,
+        ge=0,
+        description="OpenTelemetry: the latest stage calls of a run whose spans later calls can "
+        "link to (a batch links its members' calls)",
+    )
 
     @field_validator("pipelines", "cors_origins", mode="before")
     @classmethod

@@ -4,6 +4,10 @@
 {prefix}events:{id}    stream: the job's events; entry id `0-{seq + 1}`, field `e` = JSON
 {prefix}running        sorted set: ids of running jobs, scored by lease deadline (ms, Redis time)
 {prefix}cancel         pub/sub channel: a job id, published when its cancellation is requested
+{prefix}index          sorted set: ids of the jobs kept, scored by creation (microseconds)
+{prefix}index:{name}   sorted set: the same, of one pipeline's jobs
+{prefix}expiring       sorted set: `{id}:{pipeline}` of finished jobs, scored by the end of their
+                       retention (ms, Redis time): the reaper takes them out of the indexes
 """
 
 from __future__ import annotations
@@ -35,6 +39,17 @@ class Keys:
     @property
     def cancel(self) -> str:
         return f"{self.prefix}cancel"
+
+    @property
+    def index(self) -> str:
+        return f"{self.prefix}index"
+
+    def pipeline_index(self, pipeline: str) -> str:
+        return f"{self.prefix}index:{pipeline}"
+
+    @property
+    def expiring(self) -> str:
+        return f"{self.prefix}expiring"
 
 
 def entry_id(seq: int) -> str:

@@ -14,6 +14,7 @@ refuses a new one (`JobLimitReached`: 429). Expired jobs are dropped when looked
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import time
 from collections import OrderedDict
@@ -25,11 +26,15 @@ from .codec import dumps, loads
 from .store import (
     JobLimitReached,
     JobNotFound,
+    JobPage,
     JobRecord,
     JobStatus,
     JobStore,
     StoreFull,
     WireEvent,
+    list_key,
+    page_cursor,
+    read_cursor,
     resume_after,
 )
 from .tasks import stop_tasks
@@ -69,6 +74,7 @@ class MemoryJobStore(JobStore):
         self._clock = clock
         self._jobs: dict[str, _Job] = {}
         self._finished: OrderedDict[str, float] = OrderedDict()  # id: expiry, oldest first
+        self._order: list[tuple[int, str]] = []  # list_key of every job kept, oldest first
         self._running = 0
         self._bytes = 0
         self._purger: asyncio.Task[None] | None = None
@@ -94,6 +100,7 @@ class MemoryJobStore(JobStore):
         if len(self._jobs) >= self._max_jobs:  # every job kept runs
             raise JobLimitReached(self._running, self._max_jobs)
         self._jobs[record.job_id] = _Job(replace(record))
+        bisect.insort(self._order, list_key(record))
         self._running += 1
 
     async def get(self, job_id: str) -> JobRecord | None:
@@ -160,6 +167,28 @@ class MemoryJobStore(JobStore):
     async def running_count(self) -> int:
         return self._running
 
+    async def list_jobs(
+        self,
+        *,
+        pipeline: str | None = None,
+        status: JobStatus | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> JobPage:
+        self._purge()
+        order = self._order
+        start = len(order) if cursor is None else bisect.bisect_left(order, read_cursor(cursor))
+        found: list[JobRecord] = []
+        for index in range(start - 1, -1, -1):
+            record = self._jobs[order[index][1]].record
+            if (pipeline is None or record.pipeline == pipeline) and (
+                status is None or record.status is status
+            ):
+                if len(found) == limit:  # one more exists: there is a next page
+                    return JobPage(found, page_cursor(list_key(found[-1])))
+                found.append(replace(record))
+        return JobPage(found, None)
+
     async def ping(self) -> None:
         return None
 
@@ -199,6 +228,10 @@ class MemoryJobStore(JobStore):
         job = self._jobs.pop(job_id, None)
         if job is not None:
             self._bytes -= job.size
+            key = list_key(job.record)
+            index = bisect.bisect_left(self._order, key)
+            if index < len(self._order) and self._order[index] == key:
+                del self._order[index]
 
     def _live(self, job_id: str) -> _Job | None:
         self._purge()

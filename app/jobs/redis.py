@@ -51,11 +51,15 @@ from .redis_writer import Behind, EventWriter, Pending
 from .store import (
     JobLimitReached,
     JobNotFound,
+    JobPage,
     JobRecord,
     JobStatus,
     JobStore,
     StoreUnavailable,
     WireEvent,
+    list_key,
+    page_cursor,
+    read_cursor,
     resume_after,
 )
 from .tasks import check_cancelled, stop_tasks
@@ -76,6 +80,9 @@ CONNECT_TIMEOUT_S = 2.0
 MAX_CONNECTIONS = 1_000  # redis-py's default, 100, is low for jobs followed at once
 BACKOFF_FIRST_S = 0.05
 BACKOFF_MAX_S = 1.0
+LIST_BUDGET = 2_000  # index entries one page of GET /jobs looks at, at most (filters skip some)
+PRUNE_COUNT = 500  # expired jobs taken out of the indexes per round, at most
+PRUNE_EVERY_S = 5.0  # how often the reaper does that round (GET /jobs skips expired jobs anyway)
 
 UNREACHABLE = (rexc.ConnectionError, rexc.TimeoutError, rexc.ReadOnlyError, OSError)
 
@@ -125,6 +132,8 @@ class RedisJobStore(JobStore):
         self._renew = script(lua.RENEW)
         self._expired = script(lua.EXPIRED)
         self._lose = script(lua.LOSE)
+        self._list = script(lua.LIST)
+        self._prune = script(lua.PRUNE)
         self._tokens = (f"{uuid.uuid4().hex[:12]}:{n}" for n in itertools.count())
         self._writers: dict[str, EventWriter] = {}
         self._tails: dict[str, Tail] = {}
@@ -135,8 +144,14 @@ class RedisJobStore(JobStore):
     # -- the contract ----------------------------------------------------------------------
 
     async def create(self, record: JobRecord, *, max_running: int) -> None:
-        keys = [self._keys.job(record.job_id), self._keys.running]
+        keys = [
+            self._keys.job(record.job_id),
+            self._keys.running,
+            self._keys.index,
+            self._keys.pipeline_index(record.pipeline),
+        ]
         args: list[Any] = [record.job_id, max_running, self._lost_ms, next(self._tokens)]
+        args.append(list_key(record)[0])
         async with self._bounded():
             code, count = await self._create(keys, [*args, *_fields(record, self._lost_ms)])
         if code == 1:
@@ -234,6 +249,35 @@ class RedisJobStore(JobStore):
             if not waiter.count and self._waiters.get(job_id) is waiter:
                 del self._waiters[job_id]
 
+    async def list_jobs(
+        self,
+        *,
+        pipeline: str | None = None,
+        status: JobStatus | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> JobPage:
+        before, before_id = ("+inf", "") if cursor is None else read_cursor(cursor)
+        index = self._keys.index if pipeline is None else self._keys.pipeline_index(pipeline)
+        args = [before, before_id, limit, "" if status is None else status.value]
+        async with self._bounded():
+            flats, score, last_id, cut = await self._list(
+                [index], [*args, self._keys.job(""), LIST_BUDGET]
+            )
+        records = [_record(dict(zip(flat[::2], flat[1::2], strict=True))) for flat in flats]
+        if len(records) > limit:  # one more exists: there is a next page
+            records = records[:limit]
+            return JobPage(records, page_cursor(list_key(records[-1])))
+        if cut:  # the budget ran out: go on after the last entry looked at
+            return JobPage(records, page_cursor((int(float(score)), last_id.decode())))
+        return JobPage(records, None)
+
+    async def prune_index(self) -> int:
+        """Take the jobs whose retention is over out of the indexes; how many were."""
+        keys = [self._keys.expiring, self._keys.index]
+        async with self._bounded():
+            return int(await self._prune(keys, [self._keys.prefix, PRUNE_COUNT]))
+
     async def running_count(self) -> int:
         async with self._bounded():
             return int(await self._redis.zcard(self._keys.running))
@@ -282,7 +326,12 @@ class RedisJobStore(JobStore):
             message = json.dumps(WORKER_LOST)
             for raw in ids:
                 job_id = raw.decode()
-                keys = [self._keys.job(job_id), self._keys.events(job_id), self._keys.running]
+                keys = [
+                    self._keys.job(job_id),
+                    self._keys.events(job_id),
+                    self._keys.running,
+                    self._keys.expiring,
+                ]
                 if await self._lose(keys, [job_id, message, self._ttl_ms, time.time()]):
                     lost.append(job_id)
         for job_id in lost:
@@ -294,6 +343,7 @@ class RedisJobStore(JobStore):
         after an outage, so that owners have renewed the leases the outage let expire."""
         loop = asyncio.get_running_loop()
         healthy_since: float | None = -float("inf")
+        pruned = -float("inf")
         while True:
             await asyncio.sleep(self.lease_s / 2)
             try:
@@ -302,6 +352,9 @@ class RedisJobStore(JobStore):
                     healthy_since = loop.time()
                 if loop.time() - healthy_since >= LOST_AFTER * self.lease_s:
                     await self.reap()
+                if loop.time() - pruned >= PRUNE_EVERY_S:
+                    await self.prune_index()
+                    pruned = loop.time()
                 check_cancelled()  # a cancel landing in a command may have been swallowed
             except StoreUnavailable as exc:
                 if healthy_since is not None:
@@ -365,7 +418,12 @@ class RedisJobStore(JobStore):
         end: list[Any] = ["", "", ""] if last.end is None else list(last.end)
         args: list[Any] = [job_id, self._ttl_ms, token, first.seq]
         args += [sum(p.results for p in batch), sum(p.skipped for p in batch), *end]
-        keys = [self._keys.job(job_id), self._keys.events(job_id), self._keys.running]
+        keys = [
+            self._keys.job(job_id),
+            self._keys.events(job_id),
+            self._keys.running,
+            self._keys.expiring,
+        ]
         code, expected = await self._append(keys, [*args, *(p.data for p in batch)])
         if code == 1:
             raise JobNotFound(job_id)

@@ -25,6 +25,7 @@ from ..encoding import jsonable
 from ..metrics import Metrics
 from ..pipelines import PipelineEntry
 from ..runs import Run, RunKind
+from ..telemetry import Tracing
 from .store import JobRecord, JobStore, StoreUnavailable
 from .tasks import check_cancelled, stop_tasks
 
@@ -46,8 +47,10 @@ class JobRunner:
         max_running: int,
         lease_s: float,
         stopping: asyncio.Event | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.store = store
+        self.tracing = tracing
         self.metrics = metrics
         self.max_running = max_running
         self.lease_s = lease_s
@@ -59,13 +62,24 @@ class JobRunner:
         """Jobs this process runs now."""
         return len(self._tasks)
 
-    async def submit(self, entry: PipelineEntry, items: list[Any], mode: str) -> JobRecord:
-        """Create the job in the store (`JobLimitReached` over the limit) and start it."""
+    async def submit(
+        self, entry: PipelineEntry, items: list[Any], mode: str, *, trace: bool = False
+    ) -> JobRecord:
+        """Create the job in the store (`JobLimitReached` over the limit) and start it (its
+        task runs in a copy of the request's context: its run's span follows the POST's)."""
         record = JobRecord(
             job_id=uuid.uuid4().hex, pipeline=entry.name, mode=mode, items=len(items)
         )
         await self.store.create(record, max_running=self.max_running)
-        run = Run(entry, items, mode=mode, kind=RunKind.JOB, metrics=self.metrics)
+        run = Run(
+            entry,
+            items,
+            mode=mode,
+            kind=RunKind.JOB,
+            metrics=self.metrics,
+            trace=trace,
+            tracing=self.tracing,
+        )
         task = asyncio.create_task(self._job(record.job_id, run), name=f"job-{record.job_id}")
         self._tasks[record.job_id] = task
         self.metrics.jobs_running.inc()

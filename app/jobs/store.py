@@ -34,12 +34,20 @@ The contract every implementation keeps (tests/app/test_jobs_store_contract.py c
 - A store may bound what it keeps: to make room it drops finished jobs, oldest finished first
   (an evicted job is gone, as an expired one), and it refuses an event that still does not fit
   with `StoreFull` (never an `error` or an `end`).
+- `list_jobs` gives the records kept, newest first (by `created_at`, then `job_id`), filtered
+  by pipeline and status, a page of at most `limit` at a time; `next_cursor` (opaque, from
+  `page_cursor`) continues after the page's last job, None when there is no more. A page may
+  hold fewer than `limit` with a cursor still given (a store may bound the work of one page).
+  Expired and evicted jobs are not listed.
 - `ping` raises `StoreUnavailable` when the store cannot be reached (`/readyz` answers 503).
   Any method may raise `StoreUnavailable` (job routes answer 503).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
@@ -50,6 +58,8 @@ from typing import Any
 
 __all__ = [
     "MAX_SEQ",
+    "BadCursor",
+    "JobPage",
     "JobLimitReached",
     "JobNotFound",
     "JobRecord",
@@ -59,6 +69,9 @@ __all__ = [
     "StoreFull",
     "StoreUnavailable",
     "WireEvent",
+    "list_key",
+    "page_cursor",
+    "read_cursor",
     "resume_after",
 ]
 
@@ -130,6 +143,42 @@ class JobRecord:
         }
 
 
+def list_key(record: JobRecord) -> tuple[int, str]:
+    """Where a job stands in `list_jobs`' order (newest first): microseconds of its creation,
+    then its id."""
+    return round(record.created_at * 1_000_000), record.job_id
+
+
+def page_cursor(key: tuple[int, str]) -> str:
+    """The opaque cursor of a page that ends at `key`."""
+    micros, job_id = key
+    return base64.urlsafe_b64encode(f"{micros}:{job_id}".encode()).decode().rstrip("=")
+
+
+_CURSOR = re.compile(r"^(\d{1,17}):([A-Za-z0-9_.-]{1,128})$")
+
+
+def read_cursor(cursor: str) -> tuple[int, str]:
+    """The position a cursor of `page_cursor` stands for; `BadCursor` for any other text."""
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        text = base64.b64decode(padded, altchars=b"-_", validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        text = ""
+    match = _CURSOR.match(text)
+    if match is None:
+        raise BadCursor(f"not a cursor of this service: {cursor[:64]!r}")
+    return int(match.group(1)), match.group(2)
+
+
+@dataclass(slots=True)
+class JobPage:
+    """A page of `list_jobs`: the records, newest first, and the cursor of the next page."""
+
+    jobs: list[JobRecord]
+    next_cursor: str | None
+
+
 def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
 
@@ -157,6 +206,10 @@ class StoreFull(JobStoreError):
     Raised by `append` for an event other than `error` and `end` (those always fit, so that the
     runner can fail the job: `error` `StoreFull: ...`, then `end` failed).
     """
+
+
+class BadCursor(JobStoreError, ValueError):
+    """`list_jobs` was given a cursor it did not make (the route answers 422)."""
 
 
 class StoreUnavailable(JobStoreError):
@@ -207,6 +260,17 @@ class JobStore(ABC):
     @abstractmethod
     async def running_count(self) -> int:
         """How many jobs run now, across every replica sharing the store."""
+
+    @abstractmethod
+    async def list_jobs(
+        self,
+        *,
+        pipeline: str | None = None,
+        status: JobStatus | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> JobPage:
+        """The jobs kept, newest first, a page at a time (`BadCursor` for a foreign cursor)."""
 
     @abstractmethod
     async def ping(self) -> None:

@@ -102,6 +102,18 @@ def in_processes(batch: list[int]) -> int:
     return sum(batch)
 
 
+@single_task
+async def span_probe(x: int) -> dict[str, str]:
+    """The OpenTelemetry span current in the call (OpenTelemetry imported only here)."""
+    from opentelemetry import trace
+
+    context = trace.get_current_span().get_span_context()
+    return {
+        "trace_id": format(context.trace_id, "032x"),
+        "span_id": format(context.span_id, "016x"),
+    }
+
+
 PIPELINES: dict[str, Any] = {
     "offloaded": in_thread | in_processes,
     "echo": echo,
@@ -112,5 +124,6 @@ PIPELINES: dict[str, Any] = {
     "blob": blob,
     "fragile": fragile | pair_sum,
     "greet": greet,
+    "span_probe": span_probe,
 }
 EXAMPLES = {"greet": [{"name": "Ada", "age": 36}], "fragile": [1, 2, 3, 4]}

@@ -15,7 +15,15 @@ import pytest
 
 from app.jobs.memory import MemoryJobStore
 from app.jobs.redis import RedisJobStore
-from app.jobs.store import JobLimitReached, JobNotFound, JobRecord, JobStatus, JobStore
+from app.jobs.store import (
+    BadCursor,
+    JobLimitReached,
+    JobNotFound,
+    JobRecord,
+    JobStatus,
+    JobStore,
+    page_cursor,
+)
 
 StoreFactory = Callable[..., Any]
 
@@ -212,6 +220,70 @@ async def test_finished_jobs_expire_running_jobs_do_not(make_store: StoreFactory
         assert await store.results("done") == []
         await asyncio.sleep(0.4)
         assert await store.get("running") is not None
+
+
+async def _listed(store: JobStore, **filters: Any) -> list[list[str]]:
+    """Every page of `list_jobs(**filters)`, as lists of ids, following the cursors."""
+    pages, cursor = [], None
+    while True:
+        page = await store.list_jobs(cursor=cursor, **filters)
+        pages.append([record.job_id for record in page.jobs])
+        if page.next_cursor is None:
+            return pages
+        cursor = page.next_cursor
+        assert len(pages) < 50, pages
+
+
+async def test_list_newest_first_paginated_and_filtered(make_store: StoreFactory) -> None:
+    async with make_store(ttl_s=60) as store:
+        for n in range(7):  # created one second apart; "j5" and "j5b" at the same time
+            pipeline = "quickstart" if n % 2 == 0 else "timeline"
+            record = JobRecord(f"j{n}", pipeline, "ordered", 1, created_at=1_000.0 + n)
+            await store.create(record, max_running=100)
+        await store.create(
+            JobRecord("j5b", "timeline", "ordered", 1, created_at=1_005.0), max_running=100
+        )
+        await store.append("j2", _end(0))
+        await store.append("j3", _end(0, "failed"))
+        everything = ["j6", "j5b", "j5", "j4", "j3", "j2", "j1", "j0"]
+        page = await store.list_jobs()
+        assert [r.job_id for r in page.jobs] == everything and page.next_cursor is None
+        assert page.jobs[5].status is JobStatus.SUCCEEDED and page.jobs[5].pipeline == "quickstart"
+        assert await _listed(store, limit=3) == [everything[:3], everything[3:6], everything[6:]]
+        assert await _listed(store, limit=4) == [everything[:4], everything[4:]]  # no empty page
+        assert await _listed(store, pipeline="timeline", limit=2) == [["j5b", "j5"], ["j3", "j1"]]
+        assert await _listed(store, status=JobStatus.RUNNING, limit=10) == [
+            ["j6", "j5b", "j5", "j4", "j1", "j0"]
+        ]
+        assert await _listed(store, pipeline="timeline", status=JobStatus.FAILED) == [["j3"]]
+        assert await _listed(store, pipeline="nope") == [[]]
+        # a cursor is a position in time: a job created meanwhile comes on the first page only
+        first = await store.list_jobs(limit=2)
+        await store.create(
+            JobRecord("j7", "timeline", "ordered", 1, created_at=1_007.0), max_running=100
+        )
+        rest = await store.list_jobs(limit=10, cursor=first.next_cursor)
+        assert [r.job_id for r in rest.jobs] == everything[2:]
+
+
+@pytest.mark.parametrize("cursor", ["", "nope", "MTIz", page_cursor((1, "a")) + "%", "a" * 300])
+async def test_list_refuses_a_foreign_cursor(make_store: StoreFactory, cursor: str) -> None:
+    async with make_store(ttl_s=60) as store:
+        with pytest.raises(BadCursor):
+            await store.list_jobs(cursor=cursor)
+
+
+async def test_expired_jobs_are_not_listed(make_store: StoreFactory) -> None:
+    async with make_store(ttl_s=0.3) as store:
+        await store.create(_record("done"), max_running=10)
+        await store.create(_record("running"), max_running=10)
+        await store.append("done", _end(0))
+        assert [r.job_id for r in (await store.list_jobs()).jobs] == ["running", "done"]
+
+        async def gone() -> bool:
+            return [r.job_id for r in (await store.list_jobs()).jobs] == ["running"]
+
+        await _eventually(gone)
 
 
 async def test_ping(make_store: StoreFactory) -> None:

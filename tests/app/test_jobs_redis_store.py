@@ -546,3 +546,36 @@ async def test_an_abandoned_job_leaves_no_writer_behind() -> None:
     finally:
         await store.close()
         server.close()
+
+
+async def test_the_index_of_get_jobs_expires_with_the_jobs(
+    replicas: Replicas, redis_url: str, redis_prefix: str
+) -> None:
+    """A finished job leaves the indexes once its retention is over (`prune_index`, which the
+    reaper runs), a job lost by its replica too; running jobs stay."""
+    keys = Keys(redis_prefix)
+    raw = aioredis.Redis.from_url(redis_url)
+
+    async def sizes() -> tuple[int, int, int]:
+        index, mine = await raw.zcard(keys.index), await raw.zcard(keys.pipeline_index("timeline"))
+        return index, mine, await raw.zcard(keys.expiring)
+
+    try:
+        async with replicas(1, ttl_s=0.2, lease_s=0.1) as (store,):
+            for job_id in ("done", "running", "lost"):
+                await store.create(_record(job_id), max_running=10)
+            await store.append("done", _end(0))
+            assert await sizes() == (3, 3, 1)
+            assert await store.prune_index() == 0  # not yet expired
+            for _ in range(10):  # "lost" is not renewed: three periods are over
+                await store.renew_lease("running")
+                await asyncio.sleep(0.05)
+            assert await store.reap() == ["lost"]
+            assert await sizes() == (3, 3, 2)
+            await asyncio.sleep(0.3)
+            assert await store.prune_index() == 2
+            assert await sizes() == (1, 1, 0)
+            page = await store.list_jobs()
+            assert [r.job_id for r in page.jobs] == ["running"]
+    finally:
+        await raw.aclose()

@@ -243,3 +243,47 @@ async def test_results_of_any_size_read_back(
         events = (await client.get(f"/jobs/{job_id}/events")).text.splitlines()
         assert len(events) == 3 and events[1].startswith('{"type":"result","seq":1,"value":1000')
         assert '"type":"end"' in events[2]
+
+
+async def test_list_jobs(make_client: ClientFactory) -> None:
+    async with make_client(jobs_page_max=50) as client:
+        ids = []
+        for pipeline, items in (("quickstart", [1]), ("timeline", [0]), ("quickstart", [2])):
+            response = await client.post(f"/pipelines/{pipeline}/jobs", json={"items": items})
+            ids.append(response.json()["job_id"])
+            await client.get(f"/jobs/{ids[-1]}/events")  # to its end
+        long = await client.post("/pipelines/timeline/jobs", json={"items": [30]})
+        ids.append(long.json()["job_id"])
+        body = (await client.get("/jobs")).json()
+        assert [job["job_id"] for job in body["jobs"]] == ids[::-1]
+        assert body["next_cursor"] is None
+        newest = body["jobs"][0]
+        assert newest == (await client.get(f"/jobs/{ids[-1]}")).json()  # as GET /jobs/{id}
+        assert newest["status"] == "running" and body["jobs"][1]["status"] == "succeeded"
+
+        page = (await client.get("/jobs", params={"limit": 2})).json()
+        assert [job["job_id"] for job in page["jobs"]] == ids[:1:-1]
+        rest = (
+            await client.get("/jobs", params={"limit": 2, "cursor": page["next_cursor"]})
+        ).json()
+        assert [job["job_id"] for job in rest["jobs"]] == ids[1::-1] and rest["next_cursor"] is None
+
+        quick = (await client.get("/jobs", params={"pipeline": "quickstart"})).json()
+        assert [job["job_id"] for job in quick["jobs"]] == [ids[2], ids[0]]
+        running = (await client.get("/jobs", params={"status": "running"})).json()
+        assert [job["job_id"] for job in running["jobs"]] == [ids[3]]
+        # An empty parameter is no filter, as the README's `?pipeline=&status=&cursor=` reads.
+        empty = await client.get("/jobs?pipeline=&status=&limit=50&cursor=")
+        assert empty.status_code == 200, empty.text
+        assert [job["job_id"] for job in empty.json()["jobs"]] == ids[::-1]
+        await client.delete(f"/jobs/{ids[3]}")
+
+        for params, needle in (
+            ({"limit": 51}, "CONVEYOR_JOBS_PAGE_MAX"),
+            ({"limit": 0}, "limit"),
+            ({"status": "lost"}, "status"),
+            ({"cursor": "not-ours"}, "cursor"),
+        ):
+            response = await client.get("/jobs", params=params)
+            assert response.status_code == 422, params
+            assert needle in response.text

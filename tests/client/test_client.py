@@ -170,6 +170,19 @@ async def test_job_lifecycle(service_url: str) -> None:
         assert (await job.wait())["status"] == "succeeded"
 
 
+async def test_jobs_lists_newest_first_a_page_at_a_time(service_url: str) -> None:
+    async with ConveyorClient(service_url) as client:
+        submitted = [await client.submit("quickstart", [n]) for n in range(3)]
+        for job in submitted:
+            await job.wait()
+        page = await client.jobs(pipeline="quickstart", limit=2)
+        assert [job["job_id"] for job in page.jobs] == [submitted[2].id, submitted[1].id]
+        assert page.jobs[0]["status"] == "succeeded" and page.next_cursor is not None
+        more = await client.jobs(pipeline="quickstart", limit=2, cursor=page.next_cursor)
+        assert more.jobs[0]["job_id"] == submitted[0].id
+        assert (await client.jobs(status="running", pipeline="quickstart")).jobs == []
+
+
 async def test_job_cancel(service_url: str) -> None:
     async with ConveyorClient(service_url) as client:
         job = await client.submit("timeline", [30.0, 30.0], mode="as_completed")

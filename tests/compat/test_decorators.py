@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -57,13 +58,17 @@ async def test_retry_attempts_of_one_or_less_means_no_retry(
 
 async def test_concurrency_limit_zero_means_unlimited() -> None:
     active = peak = 0
+    all_in = asyncio.Event()  # each call waits for all 20 to be running (or gives up after 5 s)
 
     @single_task(concurrency_limit=0)
     async def busy(x: int) -> int:
         nonlocal active, peak
         active += 1
         peak = max(peak, active)
-        await asyncio.sleep(0.01)
+        if active == 20:
+            all_in.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(all_in.wait(), 5)
         active -= 1
         return x
 

@@ -11,12 +11,12 @@ from fastapi import APIRouter, Header, Path, Query, Request, Response
 from pydantic import BeforeValidator
 
 from ...encoding import NDJSON, SSE, dumps, wants_sse
-from ...errors import JobNotFound
+from ...errors import InvalidInput, JobNotFound
 from ...jobs.runner import JobRunner
-from ...jobs.store import MAX_SEQ, JobRecord
+from ...jobs.store import MAX_SEQ, BadCursor, JobRecord, JobStatus
 from ...streaming import Shutdown, closing, event_response
 from ..deps import ApiKey, ServicesDep
-from ..models import ErrorBody, JobCancel, JobInfo, JobResults
+from ..models import ErrorBody, JobCancel, JobInfo, JobList, JobResults
 
 router = APIRouter(
     prefix="/jobs",
@@ -55,6 +55,44 @@ async def _record(services: ServicesDep, job_id: str) -> JobRecord:
     return record
 
 
+def _blank_is_none(value: object) -> object:
+    """`?status=` (empty) is no filter, like an absent parameter."""
+    return None if value == "" else value
+
+
+@router.get("", response_model=JobList, responses={422: {"model": ErrorBody}})
+async def list_jobs(
+    services: ServicesDep,
+    pipeline: Annotated[
+        str | None, Query(max_length=100, description="only this pipeline's jobs")
+    ] = None,
+    status: Annotated[
+        JobStatus | None,
+        BeforeValidator(_blank_is_none),
+        Query(description="only jobs in this status"),
+    ] = None,
+    limit: Annotated[
+        int, Query(ge=1, description="jobs per page, at most CONVEYOR_JOBS_PAGE_MAX")
+    ] = 50,
+    cursor: Annotated[
+        str | None, Query(max_length=512, description="the next_cursor of the previous page")
+    ] = None,
+) -> Response:
+    """The jobs kept (running, and finished within their retention), newest first."""
+    if limit > services.settings.jobs_page_max:
+        raise InvalidInput(
+            f"limit {limit} is over {services.settings.jobs_page_max} (CONVEYOR_JOBS_PAGE_MAX)"
+        )
+    try:
+        page = await services.store.list_jobs(
+            pipeline=pipeline or None, status=status, limit=limit, cursor=cursor or None
+        )
+    except BadCursor as exc:
+        raise InvalidInput(f"cursor: {exc}") from None
+    body = {"jobs": [record.to_wire() for record in page.jobs], "next_cursor": page.next_cursor}
+    return Response(dumps(body), media_type="application/json")
+
+
 @router.get("/{job_id}", response_model=JobInfo)
 async def get_job(job_id: JobId, services: ServicesDep) -> dict[str, Any]:
     """The job's status, and its stats once it has ended."""
@@ -66,7 +104,8 @@ async def get_job(job_id: JobId, services: ServicesDep) -> dict[str, Any]:
     response_class=Response,
     responses={
         200: {
-            "description": "events after `after`: replayed, then live until `end`",
+            "description": "events (each a WireEvent) after `after`: replayed, then live "
+            "until `end`",
             "content": {
                 NDJSON: {"schema": {"type": "string"}},
                 SSE: {"schema": {"type": "string"}},

@@ -18,6 +18,7 @@ from ..deps import (
     ModeQuery,
     RunRequestDep,
     ServicesDep,
+    TraceQuery,
     get_run_request,
     validated_items,
 )
@@ -47,7 +48,9 @@ STREAM_BODY: dict[str, Any] = {
     }
 }
 EVENTS = {
-    "description": "the run's events: NDJSON lines, or SSE with Accept: text/event-stream",
+    "description": "the run's events, each a `WireEvent` (result, item_error, error, end; stage "
+    "with trace): NDJSON lines, or SSE with Accept: text/event-stream (id: the seq, event: the "
+    "type, data: the object without type)",
     "content": {NDJSON: {"schema": {"type": "string"}}, SSE: {"schema": {"type": "string"}}},
 }
 
@@ -76,8 +79,10 @@ async def invoke(
     body: RunRequestDep,
     services: ServicesDep,
     mode: ModeQuery = None,
+    trace: TraceQuery = False,
 ) -> Response:
-    """Run the pipeline on the items and answer with every result at once."""
+    """Run the pipeline on the items and answer with every result at once (`stages` too,
+    traced)."""
     items = await validated_items(entry, body.items, services.settings)
     run = Run(
         entry,
@@ -85,8 +90,10 @@ async def invoke(
         mode=body.mode or mode or "ordered",
         kind=RunKind.INVOKE,
         metrics=services.metrics,
+        trace=bool(body.trace or trace),
+        tracing=services.tracing,
     )
-    collector = Collector()
+    collector = Collector(run.trace)
     work = collect(run, collector)
     result = await until_disconnect(request, work, stop=services.stopping, on_stop=run.cancel)
     if result is None:  # the client left: the run was closed
@@ -101,7 +108,11 @@ async def invoke(
     openapi_extra=STREAM_BODY,
 )
 async def stream(
-    request: Request, entry: EntryDep, services: ServicesDep, mode: ModeQuery = None
+    request: Request,
+    entry: EntryDep,
+    services: ServicesDep,
+    mode: ModeQuery = None,
+    trace: TraceQuery = False,
 ) -> Response:
     """Run the pipeline and stream its events as they come (NDJSON, or SSE on request).
 
@@ -127,7 +138,13 @@ async def stream(
             max_bytes=settings.max_upload_bytes,
         )
         run = Run(
-            entry, source, mode=mode or "ordered", kind=RunKind.STREAM, metrics=services.metrics
+            entry,
+            source,
+            mode=mode or "ordered",
+            kind=RunKind.STREAM,
+            metrics=services.metrics,
+            trace=trace,
+            tracing=services.tracing,
         )
         shutdown = Shutdown(services.stopping, cancel=run.cancel)
         return UploadResponse(respond(run.events(), shutdown=shutdown), body)
@@ -139,6 +156,8 @@ async def stream(
         mode=request_body.mode or mode or "ordered",
         kind=RunKind.STREAM,
         metrics=services.metrics,
+        trace=bool(request_body.trace or trace),
+        tracing=services.tracing,
     )
     return respond(run.events(), shutdown=Shutdown(services.stopping, cancel=run.cancel))
 
@@ -164,11 +183,14 @@ async def create_job(
     body: RunRequestDep,
     services: ServicesDep,
     mode: ModeQuery = None,
+    trace: TraceQuery = False,
 ) -> dict[str, Any]:
     """Start a job: the run goes on without the client; follow it at events_url."""
     items = await validated_items(entry, body.items, services.settings)
     # over CONVEYOR_MAX_RUNNING_JOBS, JobLimitReached: 429 (app.api.handlers)
-    record = await services.runner.submit(entry, items, body.mode or mode or "ordered")
+    record = await services.runner.submit(
+        entry, items, body.mode or mode or "ordered", trace=bool(body.trace or trace)
+    )
     base = f"{request.scope.get('root_path', '')}/jobs/{record.job_id}"
     response.headers["Location"] = base
     return {
