@@ -3,13 +3,17 @@
     python -I _engine_workloads.py --lib ours --workload cpu --repo-root /path/to/repo
     python -I _engine_workloads.py --lib old --workload cpu
 
-`ours` imports `conveyor_core` from the given repo root; `old` imports `conveyor` from the
-interpreter's site-packages (conveyor-streaming 1.2.1 in benchmarks/.venv-old). Run with `-I` so
-neither the script's directory nor PYTHONPATH leaks onto `sys.path`. This file imports nothing
-from the repo, so the old library's interpreter can run it as it is.
+`ours` imports `conveyor_core` from the given repo root (this checkout, or an exported earlier
+revision for the baseline); `old` imports `conveyor` from the interpreter's site-packages
+(conveyor-streaming 1.2.1 in benchmarks/.venv-old); `aiostream` builds the same pipeline from
+aiostream's operators (`map | chunks | map or concatmap | map`, ordered, as in its docs);
+`floor` makes the same calls with no library at all: a plain loop for the trivial workloads, 4,096
+plain worker tasks for the sleeping one. Run with `-I` so neither the script's directory nor
+PYTHONPATH leaks onto `sys.path`. This file imports nothing from the repo, so the old library's
+interpreter can run it as it is.
 
-Input: cpu and io get a list. mem and scale get a lazy source: a plain generator for our engine,
-an async generator for the old library, and endless gets an async generator for both. 1.2.1
+Input: cpu, list and io get a list. mem and scale get a lazy source: a plain generator for our
+engine, an async generator for the old library, and endless gets an async generator for both. 1.2.1
 iterates only lists and async iterables that are also `Iterable`: it passes any other iterable
 (`range(...)`, a generator) to the first stage as ONE item, and a bare async generator to the first
 stage as a side argument (the run then yields nothing). So for 1.2.1 the async generator is wrapped
@@ -31,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 Figures = dict[str, Any]
+Workload = Callable[[Any, str], Coroutine[Any, Any, Figures]]
 
 CPU_ITEMS = 100_000
 IO_ITEMS = 2_000
@@ -42,6 +47,7 @@ ENDLESS_PERIOD = 0.01
 ENDLESS_RESULTS = 20
 BATCH_SIZE = 16
 WARMUP_ITEMS = 200
+FLOOR_WORKERS = 4_096
 OLD_LAZY = "async generator (wrapped)"
 
 
@@ -84,6 +90,15 @@ class _Memory:
 
 
 def _load(lib: str, repo_root: str | None) -> tuple[Any, Figures]:
+    if lib == "floor":
+        return None, {"module": "none (plain asyncio)", "python": sys.version.split()[0]}
+    if lib == "aiostream":
+        from importlib.metadata import version
+
+        module = importlib.import_module("aiostream")
+        info = {"module": "aiostream", "file": str(module.__file__)}
+        info |= {"version": version("aiostream"), "python": sys.version.split()[0]}
+        return module, info
     if lib == "ours":
         if repo_root is None:
             raise SystemExit("--repo-root is required for --lib ours")
@@ -147,21 +162,11 @@ async def _consume(stream: Any) -> tuple[int, int]:
     return count, total
 
 
-def _trivial_stages(lib: Any, singles: int, batch: bool = False) -> Any:
-    @lib.single_task
-    async def add_one(x: int) -> int:
-        return x + 1
-
-    @lib.batch_task(max_size=BATCH_SIZE)
-    async def sum_batch(batch: list[int]) -> int:
-        return sum(batch)
-
-    stages = [add_one] * singles
-    if batch:
-        stages.insert(1, sum_batch)
-    pipeline = stages[0]
-    for stage in stages[1:]:
-        pipeline = pipeline | stage
+def _trivial_stages(lib: Any, singles: int) -> Any:
+    add_one = lib.single_task(_add_one)
+    pipeline = add_one
+    for _ in range(singles - 1):
+        pipeline = pipeline | add_one
     return pipeline
 
 
@@ -186,18 +191,104 @@ async def _warm_up(pipeline: Any, kind: str) -> None:
     await _consume(pipeline(_source(WARMUP_ITEMS, kind)))
 
 
-async def cpu(lib: Any, lazy_kind: str) -> Figures:
-    """single | batch(16) | single, trivial functions, 100,000 items from a list."""
-    pipeline = _trivial_stages(lib, singles=2, batch=True)
-    await _warm_up(pipeline, "list")
+async def _add_one(x: int) -> int:
+    return x + 1
+
+
+async def _sum_batch(batch: list[int]) -> int:
+    return sum(batch)
+
+
+async def _add_one_each(batch: list[int]) -> list[int]:
+    return [x + 1 for x in batch]
+
+
+def _batch_want(n: int, fans_out: bool) -> tuple[int, int]:
+    """(results, their sum) of add_one | sum_batch or add_one_each | add_one over range(n)."""
+    if fans_out:
+        return n, _checksum(n, 3)
+    batches = n // BATCH_SIZE
+    return batches, _checksum(n, 1, batches)
+
+
+async def _measure_batch(
+    run: Callable[[list[int]], Coroutine[Any, Any, list[int]]], fans_out: bool
+) -> Figures:
+    """Warm up on a few items, then time one run over CPU_ITEMS items from a list."""
+    await run(list(range(WARMUP_ITEMS)))
     data = _source(CPU_ITEMS, "list")
+    assert isinstance(data, list)
     memory = _Memory()
     start = time.perf_counter()
-    results = await pipeline(data).collect()
+    results = await run(data)
     wall = time.perf_counter() - start
-    batches = CPU_ITEMS // BATCH_SIZE
-    want = (batches, _checksum(CPU_ITEMS, 1, batches))
+    want = _batch_want(CPU_ITEMS, fans_out)
     return _result(CPU_ITEMS, wall, memory, len(results), sum(results), want) | {"input": "list"}
+
+
+def _conveyor_batch(fans_out: bool) -> Workload:
+    """single | batch(16) | single in conveyor (ours or 1.2.1), trivial async functions."""
+
+    async def workload(lib: Any, lazy_kind: str) -> Figures:
+        single = lib.single_task(_add_one)
+        batch = lib.batch_task(max_size=BATCH_SIZE)(_add_one_each if fans_out else _sum_batch)
+        pipeline = single | batch | single
+
+        async def run(data: list[int]) -> list[int]:
+            results: list[int] = await pipeline(data).collect()
+            return results
+
+        return await _measure_batch(run, fans_out)
+
+    return workload
+
+
+def _aiostream_batch(fans_out: bool) -> Workload:
+    """The same in aiostream: map | chunks(16) | map (or concatmap) | map, ordered."""
+
+    async def workload(aiostream: Any, lazy_kind: str) -> Figures:
+        pipe = aiostream.pipe
+
+        async def each(batch: list[int]) -> AsyncIterator[int]:
+            for value in await _add_one_each(batch):
+                yield value
+
+        middle = pipe.concatmap(each) if fans_out else pipe.map(_sum_batch)
+
+        async def run(data: list[int]) -> list[int]:
+            xs = (
+                aiostream.stream.iterate(data)
+                | pipe.map(_add_one)
+                | pipe.chunks(BATCH_SIZE)
+                | middle
+                | pipe.map(_add_one)
+            )
+            results: list[int] = await aiostream.stream.list(xs)
+            return results
+
+        return await _measure_batch(run, fans_out)
+
+    return workload
+
+
+def _floor_batch(fans_out: bool) -> Workload:
+    """The same calls awaited one after another in a plain loop: no scheduling at all."""
+
+    async def workload(_: Any, lazy_kind: str) -> Figures:
+        async def run(data: list[int]) -> list[int]:
+            results = []
+            for i in range(0, len(data), BATCH_SIZE):
+                batch = [await _add_one(x) for x in data[i : i + BATCH_SIZE]]
+                if fans_out:
+                    for value in await _add_one_each(batch):
+                        results.append(await _add_one(value))
+                else:
+                    results.append(await _add_one(await _sum_batch(batch)))
+            return results
+
+        return await _measure_batch(run, fans_out)
+
+    return workload
 
 
 async def io(lib: Any, lazy_kind: str) -> Figures:
@@ -243,6 +334,49 @@ async def mem(lib: Any, lazy_kind: str) -> Figures:
     count, total = await _consume(pipeline(data))
     wall = time.perf_counter() - start
     return _result(MEM_ITEMS, wall, memory, count, total, (MEM_ITEMS, _checksum(MEM_ITEMS, 2)))
+
+
+async def mem_floor(_: Any, lazy_kind: str) -> Figures:
+    """The mem workload's calls made by 4,096 plain worker tasks sharing one lazy source."""
+
+    async def nap_add_one(x: int) -> int:
+        await asyncio.sleep(MEM_SLEEP)
+        return x + 1
+
+    count = total = 0
+
+    async def worker(items: Iterator[int]) -> None:
+        nonlocal count, total
+        for x in items:  # next() is synchronous: the workers share the iterator safely
+            value = await nap_add_one(await nap_add_one(x))
+            count += 1
+            total += value
+
+    async def run(n: int) -> None:
+        items = iter(range(n))
+        await asyncio.gather(*(worker(items) for _ in range(FLOOR_WORKERS)))
+
+    await run(WARMUP_ITEMS)
+    count = total = 0
+    memory = _Memory()
+    start = time.perf_counter()
+    await run(MEM_ITEMS)
+    wall = time.perf_counter() - start
+    want = (MEM_ITEMS, _checksum(MEM_ITEMS, 2))
+    return _result(MEM_ITEMS, wall, memory, count, total, want) | {"input": "range iterator"}
+
+
+async def scale_floor(_: Any, lazy_kind: str) -> Figures:
+    """The scale workload's calls (three per item) in a plain loop over a lazy source."""
+    count = total = 0
+    memory = _Memory()
+    start = time.perf_counter()
+    for x in range(SCALE_ITEMS):
+        count += 1
+        total += await _add_one(await _add_one(await _add_one(x)))
+    wall = time.perf_counter() - start
+    want = (SCALE_ITEMS, _checksum(SCALE_ITEMS, 3))
+    return _result(SCALE_ITEMS, wall, memory, count, total, want) | {"input": "range"}
 
 
 async def scale(lib: Any, lazy_kind: str) -> Figures:
@@ -304,18 +438,31 @@ async def endless(lib: Any, lazy_kind: str) -> Figures:
     return figures
 
 
-WORKLOADS: dict[str, Callable[[Any, str], Coroutine[Any, Any, Figures]]] = {
-    "cpu": cpu,
-    "io": io,
-    "mem": mem,
-    "endless": endless,
-    "scale": scale,
+_conveyor_cpu = _conveyor_batch(fans_out=False)
+_conveyor_list = _conveyor_batch(fans_out=True)
+# workload -> library kind -> the workload written for it; "conveyor" serves ours and old
+WORKLOADS: dict[str, dict[str, Workload]] = {
+    "cpu": {
+        "conveyor": _conveyor_cpu,
+        "aiostream": _aiostream_batch(fans_out=False),
+        "floor": _floor_batch(fans_out=False),
+    },
+    "list": {
+        "conveyor": _conveyor_list,
+        "aiostream": _aiostream_batch(fans_out=True),
+        "floor": _floor_batch(fans_out=True),
+    },
+    "io": {"conveyor": io},
+    "mem": {"conveyor": mem, "floor": mem_floor},
+    "endless": {"conveyor": endless},
+    "scale": {"conveyor": scale, "floor": scale_floor},
 }
+LIB_KINDS = {"ours": "conveyor", "old": "conveyor", "aiostream": "aiostream", "floor": "floor"}
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lib", choices=["ours", "old"], required=True)
+    parser.add_argument("--lib", choices=sorted(LIB_KINDS), required=True)
     parser.add_argument("--workload", choices=sorted(WORKLOADS), required=True)
     parser.add_argument("--repo-root", help="directory holding conveyor_core (for --lib ours)")
     parser.add_argument("--input", choices=["native", "async"], default="native")
@@ -331,7 +478,10 @@ def main(argv: list[str] | None = None) -> None:
         lazy_kind = "generator" if args.input == "native" else "async generator"
 
     async def run() -> None:
-        figures = await WORKLOADS[args.workload](lib, lazy_kind)
+        written = WORKLOADS[args.workload].get(LIB_KINDS[args.lib])
+        if written is None:
+            raise SystemExit(f"no {args.workload} workload for {args.lib}")
+        figures = await written(lib, lazy_kind)
         figures.setdefault("input", lazy_kind)
         figures["lib"] = info
         # Print before asyncio.run's teardown, so a hang while shutting down keeps the figures.

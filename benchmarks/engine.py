@@ -1,14 +1,22 @@
-"""Our engine (`conveyor_core`) against the earlier library, conveyor-streaming 1.2.1.
+"""conveyor_core against its baseline, conveyor-streaming 1.2.1, aiostream and a no-library floor.
 
-    python benchmarks/engine.py [--only cpu,io] [--repeat 3] [--timeout 180] [--json out.json]
-                                [--skip-old | --skip-ours] [--async-input]
+    python benchmarks/engine.py [--only cpu,list] [--repeat 3] [--timeout 180] [--json out.json]
+                                [--libs ours,base,old,aiostream,floor] [--baseline REV]
+                                [--async-input]
 
-Each run of each workload is a fresh process running `_engine_workloads.py`: ours with this
-interpreter and the repo root on `sys.path`; the old library with `benchmarks/.venv-old/bin/python`
-(created and filled from PyPI on first use) in isolated mode, so it imports the old `conveyor`
-rather than the repo's alias package. A run that fails or hangs is reported as `error: ...` or
-`timeout`, never fatal. With `--repeat N` each figure is the best of the N runs (lowest time,
-latency and memory, highest throughput) except the clean-up counts, which are the worst.
+Each run of each workload is a fresh process running `_engine_workloads.py`:
+- ours: this checkout's `conveyor_core`, with this interpreter;
+- base: the engine at git revision `--baseline` (default ba03411, the engine before this round's
+  rewrite), exported with `git archive` into benchmarks/.baseline-REV and run the same way;
+- old: conveyor-streaming 1.2.1, and aiostream: aiostream 0.8.1, both with
+  `benchmarks/.venv-old/bin/python` (created and filled from PyPI on first use) in isolated mode, so
+  it imports the old `conveyor` rather than the repo's alias package;
+- floor: the same calls with no library (a plain loop; 4,096 plain worker tasks for mem).
+A library that has no form of a workload (aiostream outside cpu and list, floor for io and
+endless) is shown as `-`. A run that fails or hangs is reported as `error: ...` or `timeout`,
+never fatal. With `--repeat N` each figure is the best of the N runs (lowest time, latency and
+memory, highest throughput) except the clean-up counts, which are the worst; the libraries'
+runs are interleaved, so drift on a shared machine hits them alike.
 """
 
 from __future__ import annotations
@@ -32,7 +40,24 @@ HERE = ROOT / "benchmarks"
 WORKER = HERE / "_engine_workloads.py"
 OLD_VENV = HERE / ".venv-old"
 OLD_SPEC = "conveyor-streaming==1.2.1"
-LIBS = ("ours", "old")
+AIOSTREAM_SPEC = "aiostream==0.8.1"
+BASELINE = "ba03411"
+LIBS = ("ours", "base", "old", "aiostream", "floor")
+LIB_TITLES = {
+    "ours": "ours",
+    "base": "baseline",
+    "old": "1.2.1",
+    "aiostream": "aiostream",
+    "floor": "floor",
+}
+# which libraries have a form of which workload (see _engine_workloads.WORKLOADS)
+SUPPORTS = {
+    "ours": {"cpu", "list", "io", "mem", "endless", "scale"},
+    "base": {"cpu", "list", "io", "mem", "endless", "scale"},
+    "old": {"cpu", "list", "io", "mem", "endless", "scale"},
+    "aiostream": {"cpu", "list"},
+    "floor": {"cpu", "list", "mem", "scale"},
+}
 
 Figures = dict[str, Any]
 
@@ -58,6 +83,7 @@ RSS = Metric("rss_growth_mb", "peak RSS growth (MB)", "{:.1f}")
 
 METRICS: dict[str, list[Metric]] = {
     "cpu": [RATE, WALL, RSS],
+    "list": [RATE, WALL, RSS],
     "io": [WALL, Metric("x_ideal", "x ideal 0.15 s", "{:.2f}x"), RSS],
     "mem": [WALL, RSS],
     "endless": [
@@ -70,31 +96,42 @@ METRICS: dict[str, list[Metric]] = {
 }
 
 DESCRIPTIONS = {
-    "cpu": "100,000 items, single | batch(16) | single, trivial async functions (list)",
+    "cpu": "100,000 items, single | batch(16) summing | single, trivial async functions (list)",
+    "list": "100,000 items, single | batch(16) returning a list | single, trivial (list)",
     "io": "2,000 items, single | batch(16) | single, every call sleeps 50 ms (list)",
     "mem": "100,000 items, single | single, each sleeps 1 ms (lazy source, async for)",
     "endless": "endless async source, 1 item / 10 ms, single | single, break after 20",
     "scale": "1,000,000 items, three trivial single stages (lazy source, async for)",
 }
 
-# The targets of issue 2, checked on our figures: (text, check(ours, old) -> met or None).
-Check = Callable[[Figures, Figures | None], bool | None]
+# The targets of issue 8 (cpu, list, mem) and earlier ones, checked on our figures:
+# (text, check(ours, others) -> met, or None when a figure is missing).
+Check = Callable[[Figures, dict[str, Figures]], bool | None]
+
+
+def _rate_over(lib: str, times: float) -> tuple[str, Check]:
+    def check(ours: Figures, others: dict[str, Figures]) -> bool | None:
+        other = others.get(lib)
+        return None if other is None else ours["items_per_s"] >= times * other["items_per_s"]
+
+    return f"items/s >= {times:g}x {LIB_TITLES[lib]}", check
+
+
+def _within(ours: Figures, floor: Figures | None, times: float) -> bool | None:
+    return None if floor is None else ours["wall_s"] <= times * floor["wall_s"]
+
+
+BATCH_TARGETS = [_rate_over("base", 2), _rate_over("old", 15), _rate_over("aiostream", 40)]
 TARGETS: dict[str, list[tuple[str, Check]]] = {
-    "cpu": [
-        (
-            "items/s >= 10x old",
-            lambda ours, old: (
-                None if old is None else ours["items_per_s"] >= 10 * old["items_per_s"]
-            ),
-        )
-    ],
-    "io": [("wall <= 1.3x ideal", lambda ours, old: ours["x_ideal"] <= 1.3)],
+    "cpu": BATCH_TARGETS,
+    "list": BATCH_TARGETS,
+    "io": [("wall <= 1.3x ideal", lambda ours, others: ours["x_ideal"] <= 1.3)],
     "mem": [
-        ("wall < 1.5 s", lambda ours, old: ours["wall_s"] < 1.5),
-        ("RSS growth < 20 MB", lambda ours, old: ours["rss_growth_mb"] < 20),
+        ("wall <= 1.15x floor", lambda ours, others: _within(ours, others.get("floor"), 1.15)),
+        ("RSS growth < 20 MB", lambda ours, others: ours["rss_growth_mb"] < 20),
     ],
-    "endless": [("first result <= 5 ms", lambda ours, old: ours["first_result_ms"] <= 5)],
-    "scale": [("RSS growth < 50 MB", lambda ours, old: ours["rss_growth_mb"] < 50)],
+    "endless": [("first result <= 5 ms", lambda ours, others: ours["first_result_ms"] <= 5)],
+    "scale": [("RSS growth < 50 MB", lambda ours, others: ours["rss_growth_mb"] < 50)],
 }
 
 
@@ -103,25 +140,46 @@ def log(message: str) -> None:
 
 
 def ensure_old_python() -> tuple[Path | None, str | None]:
-    """The interpreter of benchmarks/.venv-old with OLD_SPEC installed, or the reason it is not."""
+    """benchmarks/.venv-old's interpreter with OLD_SPEC and AIOSTREAM_SPEC, or why it is not."""
     python = OLD_VENV / "bin" / "python"
-    wanted = OLD_SPEC.split("==")[1]
     try:
         if not python.exists():
             log(f"creating {OLD_VENV.relative_to(ROOT)}")
             base = shutil.which("python3") or sys.executable
             subprocess.run([base, "-m", "venv", str(OLD_VENV)], check=True, capture_output=True)
-        probe = "import importlib.metadata as m; print(m.version('conveyor-streaming'))"
-        found = subprocess.run([str(python), "-I", "-c", probe], capture_output=True, text=True)
-        if found.stdout.strip() != wanted:
-            log(f"installing {OLD_SPEC} into {OLD_VENV.relative_to(ROOT)}")
-            pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-            subprocess.run([*pip, OLD_SPEC], check=True, capture_output=True, text=True)
+        for spec in (OLD_SPEC, AIOSTREAM_SPEC):
+            name, wanted = spec.split("==")
+            probe = f"import importlib.metadata as m; print(m.version({name!r}))"
+            found = subprocess.run([str(python), "-I", "-c", probe], capture_output=True, text=True)
+            if found.stdout.strip() != wanted:
+                log(f"installing {spec} into {OLD_VENV.relative_to(ROOT)}")
+                pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+                subprocess.run([*pip, spec], check=True, capture_output=True, text=True)
     except subprocess.CalledProcessError as exc:
-        return None, f"could not set up {OLD_SPEC}: {_last_line(exc.stderr) or exc}"
+        return None, f"could not set up {OLD_SPEC} and {AIOSTREAM_SPEC}: {_last_line(exc.stderr)}"
     except OSError as exc:
-        return None, f"could not set up {OLD_SPEC}: {exc}"
+        return None, f"could not set up {OLD_SPEC} and {AIOSTREAM_SPEC}: {exc}"
     return python, None
+
+
+def ensure_baseline(revision: str) -> tuple[Path | None, str | None]:
+    """A directory holding `conveyor_core` as of `revision` (git archive), or why there is none."""
+    target = HERE / f".baseline-{revision}"
+    if (target / "conveyor_core" / "__init__.py").exists():
+        return target, None
+    try:
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", revision, "conveyor_core"],
+            check=True,
+            capture_output=True,
+        )
+        target.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
+    except subprocess.CalledProcessError as exc:
+        return None, f"could not export {revision}: {_last_line(exc.stderr)}"
+    except OSError as exc:
+        return None, f"could not export {revision}: {exc}"
+    return target, None
 
 
 def _last_line(text: str | bytes | None) -> str:
@@ -144,11 +202,19 @@ def _figures_in(stdout: str | bytes | None) -> Figures | None:
     return None
 
 
-def run_once(lib: str, python: Path, workload: str, timeout: float, async_input: bool) -> Figures:
+@dataclass(frozen=True)
+class Lib:
+    name: str  # one of LIBS
+    python: Path
+    root: Path  # where `conveyor_core` is imported from (ours, base) or the working directory
+
+
+def run_once(lib: Lib, workload: str, timeout: float, async_input: bool) -> Figures:
     """One fresh process; its figures plus `status` ("ok", "timeout" or "error: ...")."""
-    command = [str(python), "-I", str(WORKER), "--lib", lib, "--workload", workload]
-    command += ["--repo-root", str(ROOT), "--input", "async" if async_input else "native"]
-    cwd = ROOT if lib == "ours" else Path(tempfile.gettempdir())
+    kind = "ours" if lib.name == "base" else lib.name
+    command = [str(lib.python), "-I", str(WORKER), "--lib", kind, "--workload", workload]
+    command += ["--repo-root", str(lib.root), "--input", "async" if async_input else "native"]
+    cwd = lib.root
     start = time.perf_counter()
     try:
         done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout)
@@ -192,47 +258,57 @@ def summarize(workload: str, runs: list[Figures]) -> Figures:
 
 
 def compare(workload: str, results: dict[str, Figures]) -> Figures:
-    ours = results.get("ours", {}).get("best")
-    old = results.get("old", {}).get("best")
-    comparison: Figures = {"ours_over_old": {}, "targets": []}
-    if ours and old:
+    """Ours over each other library, per metric, and the targets checked on our figures."""
+    bests = {lib: entry["best"] for lib, entry in results.items() if entry.get("best")}
+    ours = bests.pop("ours", None)
+    comparison: Figures = {"ours_over": {}, "targets": []}
+    if ours is None:
+        return comparison
+    for lib, best in bests.items():
+        ratios = {}
         for metric in METRICS[workload]:
-            a, b = ours.get(metric.key), old.get(metric.key)
+            a, b = ours.get(metric.key), best.get(metric.key)
             if a is not None and b:
-                comparison["ours_over_old"][metric.key] = round(a / b, 4)
-    if ours:
-        for text, check in TARGETS[workload]:
-            try:
-                met = check(ours, old)
-            except (KeyError, TypeError):
-                met = None
-            comparison["targets"].append({"target": text, "met": met})
+                ratios[metric.key] = round(a / b, 4)
+        comparison["ours_over"][lib] = ratios
+    for text, check in TARGETS[workload]:
+        try:
+            met = check(ours, bests)
+        except (KeyError, TypeError):
+            met = None
+        comparison["targets"].append({"target": text, "met": met})
     return comparison
 
 
+def _cell(entry: Figures | None, metric: Metric) -> str:
+    if entry is None:
+        return "-"
+    if "best" not in entry:
+        return "timeout" if entry["status"] == "timeout" else "error"
+    return metric.show(entry["best"].get(metric.key))
+
+
 def print_table(report: Figures) -> None:
-    width = (36, 16, 16, 10)
-    rows = [("figure", "ours", "old 1.2.1", "ours/old")]
+    libs = report["libs"]
+    others = [lib for lib in libs if lib != "ours"]
+    header = ["figure", *(LIB_TITLES[lib] for lib in libs)]
+    header += [f"/{LIB_TITLES[lib]}" for lib in others if "ours" in libs]
+    widths = [36] + [14] * len(libs) + [11] * (len(header) - len(libs) - 1)
     print()
-    print(f"conveyor_core vs {OLD_SPEC}; {report['aggregation']}")
+    print(f"conveyor_core against {', '.join(report['meta']['against'])}; {report['aggregation']}")
+    print("ours/X columns: ours divided by X (items/s: higher is better; times: lower is better)")
     for workload, entry in report["workloads"].items():
         print()
         print(f"[{workload}] {DESCRIPTIONS[workload]}")
-        print("  " + "".join(cell.ljust(w) for cell, w in zip(rows[0], width, strict=True)))
+        print("  " + "".join(cell.ljust(w) for cell, w in zip(header, widths, strict=True)))
         for metric in METRICS[workload]:
-            cells = [metric.label]
-            for lib in LIBS:
-                lib_entry = entry.get(lib)
-                if lib_entry is None:
-                    cells.append("skipped")
-                elif "best" not in lib_entry:
-                    cells.append("timeout" if lib_entry["status"] == "timeout" else "error")
-                else:
-                    cells.append(metric.show(lib_entry["best"].get(metric.key)))
-            ratio = entry["comparison"]["ours_over_old"].get(metric.key)
-            cells.append("-" if ratio is None else f"{ratio:.3g}x")
-            print("  " + "".join(cell.ljust(w) for cell, w in zip(cells, width, strict=True)))
-        for lib in LIBS:
+            cells = [metric.label, *(_cell(entry.get(lib), metric) for lib in libs)]
+            if "ours" in libs:
+                for lib in others:
+                    ratio = entry["comparison"]["ours_over"].get(lib, {}).get(metric.key)
+                    cells.append("-" if ratio is None else f"{ratio:.3g}x")
+            print("  " + "".join(cell.ljust(w) for cell, w in zip(cells, widths, strict=True)))
+        for lib in libs:
             lib_entry = entry.get(lib) or {}
             status = lib_entry.get("status", "ok")
             if status != "ok":
@@ -253,11 +329,11 @@ def print_table(report: Figures) -> None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", help=f"comma-separated workloads out of {','.join(METRICS)}")
+    parser.add_argument("--libs", default=",".join(LIBS), help="comma-separated, out of these")
+    parser.add_argument("--baseline", default=BASELINE, help="git revision of the base engine")
     parser.add_argument("--repeat", type=int, default=1, help="runs per workload (best of N)")
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds per process")
     parser.add_argument("--json", type=Path, help="also write the summary as JSON here")
-    parser.add_argument("--skip-old", action="store_true", help="only run our engine")
-    parser.add_argument("--skip-ours", action="store_true", help="only run the old library")
     parser.add_argument(
         "--async-input",
         action="store_true",
@@ -268,27 +344,53 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = [name for name in args.workloads if name not in METRICS]
     if unknown:
         parser.error(f"unknown workload(s): {', '.join(unknown)}")
+    args.lib_names = [lib for lib in LIBS if lib in args.libs.split(",")]
+    unknown = sorted(set(args.libs.split(",")) - set(LIBS))
+    if unknown:
+        parser.error(f"unknown librar(ies): {', '.join(unknown)}")
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
     return args
 
 
+def set_up(names: list[str], baseline: str) -> tuple[dict[str, Lib], dict[str, str]]:
+    """The libraries that could be set up, and why the others could not."""
+    libs: dict[str, Lib] = {}
+    errors: dict[str, str] = {}
+    here = Path(sys.executable)
+    old_python: Path | None = None
+    old_error: str | None = None
+    if {"old", "aiostream"} & set(names):
+        old_python, old_error = ensure_old_python()
+    for name in names:
+        if name in ("ours", "floor"):
+            libs[name] = Lib(name, here, ROOT)
+        elif name == "base":
+            root, error = ensure_baseline(baseline)
+            if root is None:
+                errors[name] = f"error: {error}"
+            else:
+                libs[name] = Lib(name, here, root)
+        elif old_python is None:
+            errors[name] = f"error: {old_error}"
+        else:
+            libs[name] = Lib(name, old_python, Path(tempfile.gettempdir()))
+    return libs, errors
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    pythons: dict[str, Path] = {}
-    setup_errors: dict[str, str] = {}
-    if not args.skip_ours:
-        pythons["ours"] = Path(sys.executable)
-    if not args.skip_old:
-        old_python, error = ensure_old_python()
-        if old_python is None:
-            setup_errors["old"] = f"error: {error}"
-        else:
-            pythons["old"] = old_python
-
+    libs, setup_errors = set_up(args.lib_names, args.baseline)
+    against = {
+        "base": f"its baseline {args.baseline}",
+        "old": OLD_SPEC,
+        "aiostream": AIOSTREAM_SPEC,
+        "floor": "a floor (no library)",
+    }
     report: Figures = {
         "meta": {
-            "old_library": OLD_SPEC,
+            "against": [against[lib] for lib in args.lib_names if lib in against],
+            "baseline": args.baseline,
             "python": platform.python_version(),
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
@@ -296,6 +398,7 @@ def main(argv: list[str] | None = None) -> int:
             "timeout_s": args.timeout,
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         },
+        "libs": args.lib_names,
         "aggregation": (
             f"best of {args.repeat} run(s) per figure (lowest time/latency/memory, highest "
             "items/s; clean-up counts: worst); every run is a fresh process"
@@ -303,14 +406,16 @@ def main(argv: list[str] | None = None) -> int:
         "workloads": {},
     }
     for workload in args.workloads:
-        runs: dict[str, list[Figures]] = {lib: [] for lib in pythons}
+        runnable = {name: lib for name, lib in libs.items() if workload in SUPPORTS[name]}
+        runs: dict[str, list[Figures]] = {name: [] for name in runnable}
         for attempt in range(args.repeat):
-            for lib, python in pythons.items():  # interleaved, so drift hits both alike
-                log(f"{workload}: {lib} run {attempt + 1}/{args.repeat}")
-                runs[lib].append(run_once(lib, python, workload, args.timeout, args.async_input))
-        entry: Figures = {lib: summarize(workload, lib_runs) for lib, lib_runs in runs.items()}
-        for lib, error in setup_errors.items():
-            entry[lib] = {"status": error, "runs": []}
+            for name, lib in runnable.items():  # interleaved, so drift hits all alike
+                log(f"{workload}: {name} run {attempt + 1}/{args.repeat}")
+                runs[name].append(run_once(lib, workload, args.timeout, args.async_input))
+        entry: Figures = {name: summarize(workload, lib_runs) for name, lib_runs in runs.items()}
+        for name, error in setup_errors.items():
+            if workload in SUPPORTS[name]:
+                entry[name] = {"status": error, "runs": []}
         entry["comparison"] = compare(workload, entry)
         report["workloads"][workload] = entry
 
