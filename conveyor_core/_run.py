@@ -412,11 +412,15 @@ class Run:
 
     # -- tasks of the run -------------------------------------------------------------------
 
-    def _spawn(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    def _spawn(
+        self,
+        work: Callable[[], Coroutine[Any, Any, None]],
+        context: contextvars.Context | None = None,
+    ) -> None:
         assert self._tg is not None
         guarded = self._guard(work)
         try:
-            self._tg.create_task(guarded)
+            self._tg.create_task(guarded, context=context)
         except RuntimeError:  # the run is shutting down: nothing more may start
             guarded.close()
 

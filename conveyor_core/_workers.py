@@ -1,15 +1,17 @@
 """The workers of a segment: tasks that carry queued work through the segment's stages.
 
 A worker takes work from its segment's queue and carries it inline (`carry`, see `_calls`),
-starting each piece by hand (`send(None)` in a copy of the run's context), so a call that never
-waits costs no task and no scheduling; a carry goes on with the next pieces of the queue while
-nothing waits (and the context stays as the run's), so a streak of quick pieces costs one
-coroutine. When a piece waits (I/O, a retry's backoff, a thread),
-the worker stays with it, finishing it inside its own task (so `current_task()`, timeouts and
-cancellation behave as usual), and the pool makes sure the rest of the queue keeps moving: an
-idle worker is woken, or a new one started. A worker whose queue is empty waits for more work
-while the segment's input is open (so steady streams reuse workers instead of starting a task
-per item), and leaves when woken for nothing or when the input has ended.
+starting each piece by hand (`send(None)`), so a call that never waits costs no task and no
+scheduling; a carry goes on with the next pieces of the queue while nothing waits, so a streak
+of quick pieces costs one coroutine. Each worker task runs in its own copy of the run's context,
+and so do its pieces: a piece that changes it (sets a context variable) is that worker's last,
+and a new worker, with a fresh copy, takes the queue on. When a piece waits (I/O, a retry's
+backoff, a thread), the worker stays with it, handing the rest of it to its own task (so
+`current_task()`, timeouts and cancellation behave as usual), and the pool makes sure the rest
+of the queue keeps moving: an idle worker is woken, or a new one started. A worker whose queue
+is empty waits for more work while the segment's input is open (so steady streams reuse workers
+instead of starting a task per item), and leaves when woken for nothing or when the input has
+ended.
 
 Counts: `active` workers are running or about to (woken), `idle` ones wait for work, `waiting`
 ones are inside a piece of work that waits. The run reads them to tell whether anything can
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import types
 from collections import deque
 from collections.abc import Callable, Coroutine, Generator
@@ -36,24 +39,24 @@ Carry = Callable[..., Coroutine[Any, Any, bool]]
 
 
 @types.coroutine
-def _resume(coro: Any, yielded: Any, context: contextvars.Context) -> Generator[Any, Any, None]:
-    """Go on with a coroutine that was started by hand and suspended, yielding `yielded`."""
+def _resume(coro: Any, yielded: Any) -> Generator[Any, Any, None]:
+    """Go on with a coroutine that was started by hand and suspended, yielding `yielded`, as
+    part of this task: the task waits on what it yielded, then `yield from` hands the rest of
+    the coroutine to the task's own stepping (no Python-level step per resume)."""
     while True:
         try:
-            sent = yield yielded
+            yield yielded
         except GeneratorExit:
             coro.close()
             raise
-        except BaseException as exc:
+        except BaseException as exc:  # thrown in while it waited (a cancellation): pass it on
             try:
-                yielded = context.run(coro.throw, exc)
+                yielded = coro.throw(exc)
             except StopIteration:
                 return
-        else:
-            try:
-                yielded = context.run(coro.send, sent)
-            except StopIteration:
-                return
+            continue
+        yield from coro
+        return
 
 
 class Workers:
@@ -77,7 +80,7 @@ class Workers:
     def __init__(
         self,
         segment: Any,
-        spawn: Callable[[Callable[[], Coroutine[Any, Any, None]]], None],
+        spawn: Callable[[Callable[[], Coroutine[Any, Any, None]], contextvars.Context], None],
         carry: Carry,
         base: contextvars.Context,
         on_idle: Callable[[], None],
@@ -114,9 +117,13 @@ class Workers:
             self.work.fire()
         else:
             self.active += 1
-            self._spawn(self._worker)
+            context = self._base.copy()
+            self._spawn(functools.partial(self._worker, context), context)
 
-    async def _worker(self) -> None:
+    async def _worker(self, context: contextvars.Context) -> None:
+        """A worker task; `context` is the one it runs in, a copy of the run's. Each piece runs
+        in it while it is unchanged: a piece that changed it (set a context variable) is this
+        worker's last, so the next piece starts from the run's context again, in a new worker."""
         queue = self.queue
         base = self._base
         carry = self._carry
@@ -124,11 +131,12 @@ class Workers:
         while True:
             while queue:
                 index, value, hold, slot, tag = queue.popleft()
-                context = base.copy()  # each piece sees the run's context, not the last one's
                 coro = carry(segment, context, index, value, hold, slot, tag)
                 try:
-                    yielded = context.run(coro.send, None)
+                    yielded = coro.send(None)
                 except StopIteration as done:
+                    if context != base:
+                        return self._leave()
                     if done.value:  # it carried a streak of pieces: let others run
                         await asyncio.sleep(0)
                     continue
@@ -138,10 +146,12 @@ class Workers:
                     self.start()
                 self.waiting += 1
                 try:
-                    await _resume(coro, yielded, context)
+                    await _resume(coro, yielded)
                 finally:
                     self.waiting -= 1
                 self.active += 1
+                if context != base:
+                    return self._leave()
             self.active -= 1
             self._on_idle()
             if not self.open:
@@ -152,3 +162,11 @@ class Workers:
                 self.active -= 1
                 self._on_idle()
                 return
+
+    def _leave(self) -> None:
+        """A worker whose context a piece changed leaves; another takes the queue on."""
+        self.active -= 1
+        if self.queue:
+            self.start()
+        else:
+            self._on_idle()
