@@ -198,3 +198,48 @@ async def test_extra_arguments_need_a_task_first() -> None:
         Stream("s")([1], 2)
     with pytest.raises(InvalidRunError, match="stream stage s comes first"):
         Stream("s")()
+
+
+async def test_what_a_batch_result_becomes() -> None:
+    """Any iterable a batch task returns fans out, except str, bytes, tuple and mappings; a
+    None inside a list is an item, only a top-level None filters; a model is one result."""
+    pydantic = pytest.importorskip("pydantic")
+
+    class Point(pydantic.BaseModel):  # iterates over its fields, but is one value
+        x: int
+        y: int
+
+    def returning(make: Any) -> Any:
+        @batch_task(max_size=2)
+        def stage(batch: list[int]) -> Any:
+            return make(batch)
+
+        return stage
+
+    fans_out = {
+        "list": lambda b: [x * 10 for x in b],
+        "map": lambda b: map(lambda x: x * 10, b),
+        "filter": lambda b: filter(None, [x * 10 for x in b]),
+        "deque": lambda b: deque(x * 10 for x in b),
+        "range": lambda b: range(b[0] * 10, b[0] * 10 + 11, 10),
+        "dict keys": lambda b: {x * 10: None for x in b}.keys(),
+        "dict values": lambda b: {x: x * 10 for x in b}.values(),
+        "generator": lambda b: (x * 10 for x in b),
+    }
+    for name, make in fans_out.items():
+        assert await returning(make)([1, 2, 3, 4]).collect() == [10, 20, 30, 40], name
+    assert sorted(await returning(lambda b: {x * 10 for x in b})([1, 2]).collect()) == [10, 20]
+
+    one_each = {
+        "str": (lambda b: "ab", ["ab", "ab"]),
+        "bytes": (lambda b: b"ab", [b"ab", b"ab"]),
+        "tuple": (lambda b: tuple(b), [(1, 2), (3, 4)]),
+        "dict": (lambda b: {"n": len(b)}, [{"n": 2}, {"n": 2}]),
+        "model": (lambda b: Point(x=b[0], y=b[1]), [Point(x=1, y=2), Point(x=3, y=4)]),
+        "int": (lambda b: sum(b), [3, 7]),
+    }
+    for name, (make, want) in one_each.items():
+        assert await returning(make)([1, 2, 3, 4]).collect() == want, name
+
+    assert await returning(lambda b: [None, b[0]])([1, 2, 3, 4]).collect() == [None, 1, None, 3]
+    assert await returning(lambda b: None if b[0] == 1 else b)([1, 2, 3, 4]).collect() == [3, 4]
