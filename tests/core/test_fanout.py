@@ -1,0 +1,315 @@
+"""Fan-out: which results become several values (the shape rules), and how they are spread
+or streamed into the segment in order."""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import collections
+import types
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, NamedTuple
+
+import pytest
+
+from conveyor_core import batch_task, single_task
+from conveyor_core._budget import Budget, Hold
+from conveyor_core._channel import Channel
+from conveyor_core._fanout import LIST, NONE, ONE, STREAM, shape, spread, stream
+from conveyor_core._ordering import OrderedSequencer
+
+
+def _gen() -> Iterator[int]:
+    yield 1
+
+
+async def _agen() -> AsyncIterator[int]:
+    yield 1
+
+
+class Point(NamedTuple):
+    x: int
+    y: int
+
+
+class Fields:
+    """Iterates over its fields as a pydantic model does: not a collection of items."""
+
+    def __init__(self) -> None:
+        self.a, self.b = 1, 2
+
+    def __iter__(self) -> Iterator[tuple[str, Any]]:
+        return iter(vars(self).items())
+
+
+class Docs(list[int]):
+    pass
+
+
+# what fans out in every task: a list (or a list subclass), a generator, an async generator
+ALWAYS = {
+    "list": [1, 2],
+    "empty list": [],
+    "list with None": [None, 1],
+    "list subclass": Docs([1]),
+    "generator": _gen(),
+    "async generator": _agen(),
+}
+# what fans out from a batch task only: its other iterators and sized collections
+BATCH_ONLY = {
+    "map": map(str, [1]),
+    "filter": filter(None, [1]),
+    "set": {1, 2},
+    "frozenset": frozenset({1}),
+    "deque": collections.deque([1]),
+    "range": range(3),
+    "dict keys": {"a": 1}.keys(),
+    "dict values": {"a": 1}.values(),
+    "dict items": {"a": 1}.items(),
+    "array": array.array("i", [1, 2]),
+    "iterator": iter([1]),
+}
+# one value wherever it comes from
+NEVER = {
+    "int": 1,
+    "str": "ab",
+    "empty str": "",
+    "bytes": b"ab",
+    "bytearray": bytearray(b"ab"),
+    "memoryview": memoryview(b"ab"),
+    "tuple": (1, 2),
+    "named tuple": Point(1, 2),
+    "dict": {"a": 1},
+    "mapping proxy": types.MappingProxyType({"a": 1}),
+    "ordered dict": collections.OrderedDict(a=1),
+    "fields object": Fields(),
+    "object": object(),
+}
+
+
+@pytest.mark.parametrize("batch", [False, True])
+@pytest.mark.parametrize("name", sorted(ALWAYS))
+def test_lists_and_generators_fan_out_from_any_task(name: str, batch: bool) -> None:
+    result = ALWAYS[name]
+    streamed = isinstance(result, (types.GeneratorType, types.AsyncGeneratorType))
+    expected = STREAM if streamed else LIST
+    assert shape(result, batch) == expected
+
+
+@pytest.mark.parametrize("name", sorted(BATCH_ONLY))
+def test_a_batch_tasks_iterators_and_collections_fan_out(name: str) -> None:
+    assert shape(BATCH_ONLY[name], True) == STREAM
+    assert shape(BATCH_ONLY[name], False) == ONE  # a single task's set is one value
+
+
+@pytest.mark.parametrize("batch", [False, True])
+@pytest.mark.parametrize("name", sorted(NEVER))
+def test_strings_tuples_mappings_and_objects_are_one_value(name: str, batch: bool) -> None:
+    assert shape(NEVER[name], batch) == ONE
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_none_is_no_value(batch: bool) -> None:
+    assert shape(None, batch) == NONE
+
+
+def test_a_pydantic_model_is_one_value() -> None:
+    pydantic = pytest.importorskip("pydantic")
+
+    class Item(pydantic.BaseModel):  # type: ignore[name-defined,misc]
+        a: int = 1
+        b: int = 2
+
+    assert list(Item()) == [("a", 1), ("b", 2)]  # it iterates, yet it is one result
+    assert shape(Item(), True) == ONE and shape(Item(), False) == ONE
+
+
+# -- spread and stream, on a sequencer and a queue ------------------------------------------
+
+
+class Queue:
+    """A segment's workers, reduced to their queue."""
+
+    def __init__(self) -> None:
+        self.queue: collections.deque[Any] = collections.deque()
+
+    def put(self, work: Any) -> None:
+        self.queue.append(work)
+
+
+class Segment:
+    def __init__(self) -> None:
+        self.emitted: list[Any] = []
+        self.closed = 0
+        self.sequencer = OrderedSequencer(self._emit, self._close)
+        self.workers = Queue()
+
+    def _emit(self, value: Any, hold: Any, tag: Any) -> None:
+        self.emitted.append(value)
+
+    def _close(self) -> None:
+        self.closed += 1
+
+
+def test_spread_queues_the_rest_in_slots_right_after_the_first() -> None:
+    budget = Budget(8)
+    segment = Segment()
+    sequencer = segment.sequencer
+    before, slot, after = sequencer.new_slot(), sequencer.new_slot(), sequencer.new_slot()
+    first, hold = spread(segment, 2, ["a", "b", "c"], budget.admit(1), slot, "tag", budget)
+    assert first == "a" and isinstance(hold, Hold) and (hold.sources, hold.refs) == ([1], 3)
+    queued = list(segment.workers.queue)
+    assert [(index, value, tag) for index, value, _, _, tag in queued] == [
+        (2, "b", "tag"),
+        (2, "c", "tag"),
+    ]
+    assert all(work[2] is hold for work in queued)
+    # resolved in any order, they leave in the order of the list, where the value would have
+    for _, value, _, child, _ in reversed(queued):
+        sequencer.resolve(child, value, hold, None)
+    sequencer.resolve(after, "after", None, None)
+    sequencer.resolve(slot, first, hold, None)
+    assert segment.emitted == []  # `before` is not resolved yet
+    sequencer.resolve(before, "before", None, None)
+    assert segment.emitted == ["before", "a", "b", "c", "after"]
+
+
+def test_spreading_one_item_keeps_the_holding() -> None:
+    budget = Budget(8)
+    segment = Segment()
+    holding = budget.admit(0)
+    first, hold = spread(segment, 1, ["only"], holding, segment.sequencer.new_slot(), None, budget)
+    assert (first, hold) == ("only", holding) and not segment.workers.queue
+
+
+async def test_stream_queues_values_in_order_and_gives_its_own_ref_back_at_the_end() -> None:
+    budget = Budget(8)
+    channel = Channel(budget)
+    segment = Segment()
+    sequencer = segment.sequencer
+    slot = sequencer.new_slot()
+    sequencer.close()
+
+    async def values() -> AsyncIterator[str]:
+        for value in "xyz":
+            yield value
+
+    await stream(segment, 3, values(), budget.admit(0), slot, None, budget, channel, 64)
+    queued = list(segment.workers.queue)
+    assert [(index, value) for index, value, *_ in queued] == [(3, "x"), (3, "y"), (3, "z")]
+    hold = queued[0][2]
+    assert hold.refs == 3 and budget.live == {0}  # the values hold 0, the stream let go
+    assert queued[0][3] == slot  # the first value goes on in the value's own slot
+    for _, value, _, child, _ in reversed(queued):
+        sequencer.resolve(child, value, hold, None)
+        budget.release(hold)
+    assert segment.emitted == ["x", "y", "z"] and segment.closed == 1
+    assert budget.live == set()
+
+
+async def test_a_stream_that_yields_nothing_resolves_its_slot_empty() -> None:
+    budget = Budget(8)
+    segment = Segment()
+    sequencer = segment.sequencer
+    slot = sequencer.new_slot()
+    sequencer.close()
+
+    async def nothing() -> AsyncIterator[str]:
+        return
+        yield  # an async generator
+
+    await stream(segment, 1, nothing(), budget.admit(0), slot, None, budget, Channel(budget), 8)
+    assert segment.emitted == [] and segment.closed == 1 and budget.live == set()
+
+
+async def test_stream_waits_while_the_queue_is_a_bound_behind() -> None:
+    budget = Budget(8)
+    channel = Channel(budget)
+    segment = Segment()
+    produced = 0
+
+    async def endless() -> AsyncIterator[int]:
+        nonlocal produced
+        while True:
+            produced += 1
+            yield produced
+
+    slot = segment.sequencer.new_slot()
+    args = (segment, 1, endless(), budget.admit(0), slot, None, budget, channel, 2)
+    streaming = asyncio.create_task(stream(*args))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert produced == 2 and len(segment.workers.queue) == 2 and channel.drained
+    segment.workers.queue.popleft()  # a worker takes one: the queue is below the bound
+    channel.drained.fire()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert produced == 3 and len(segment.workers.queue) == 2
+    streaming.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await streaming
+
+
+async def test_stream_waits_while_the_consumer_is_a_bound_behind() -> None:
+    budget = Budget(8)
+    channel = Channel(budget)
+    for index in range(3):
+        channel.result(index, budget.hold([100 + index]))  # three results not taken yet
+    segment = Segment()
+
+    async def two() -> AsyncIterator[int]:
+        for value in range(2):
+            yield value
+
+    slot = segment.sequencer.new_slot()
+    args = (segment, 1, two(), budget.admit(0), slot, None, budget, channel, 3)
+    streaming = asyncio.create_task(stream(*args))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert len(segment.workers.queue) == 1 and not streaming.done()  # the queue has room
+    events = channel.events(lambda: None, _nothing)
+    await anext(events)  # the consumer takes one: drained fires
+    await asyncio.wait_for(streaming, 1)
+    assert len(segment.workers.queue) == 2
+    await events.aclose()
+
+
+async def _nothing() -> None:
+    return None
+
+
+# -- the same rules seen through the smallest runs ----------------------------------------
+
+
+async def test_none_inside_a_list_is_an_item_and_a_top_level_none_filters() -> None:
+    @single_task
+    def shape_of(x: int) -> Any:
+        return None if x == 0 else [None, x]
+
+    assert await shape_of([0, 1, 2]).collect() == [None, 1, None, 2]
+
+
+async def test_a_single_tasks_set_is_one_value_and_a_batch_tasks_set_fans_out() -> None:
+    @single_task
+    def as_set(x: int) -> frozenset[int]:
+        return frozenset({x})
+
+    @batch_task(max_size=2)
+    def batch_set(xs: list[int]) -> set[int]:
+        return set(xs)
+
+    assert await as_set([1, 2]).collect() == [frozenset({1}), frozenset({2})]
+    assert sorted(await batch_set([1, 2, 3]).collect()) == [1, 2, 3]
+
+
+async def test_a_batch_tasks_dict_and_tuple_are_one_value_each() -> None:
+    @batch_task(max_size=2)
+    def as_dict(xs: list[int]) -> dict[int, int]:
+        return {x: x for x in xs}
+
+    @batch_task(max_size=2)
+    def as_tuple(xs: list[int]) -> tuple[int, ...]:
+        return tuple(xs)
+
+    assert await as_dict([1, 2, 3]).collect() == [{1: 1, 2: 2}, {3: 3}]
+    assert await as_tuple([1, 2, 3]).collect() == [(1, 2), (3,)]
