@@ -16,6 +16,7 @@ import math
 from collections import Counter
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -170,7 +171,8 @@ def test_every_result_arrives_exactly_once(
         assert ordered == expected
 
 
-async def test_concurrent_fan_outs_behind_a_slow_consumer_do_not_stall() -> None:
+@pytest.mark.looptime  # the deadline is virtual too: a stall fails at once
+async def test_concurrent_fan_outs_behind_a_slow_consumer_do_not_stall(looptime: Any) -> None:
     """The reported case: two generator calls fanning out at once, a bound of 4, a consumer
     that sleeps 1 ms per item. It used to stop after 6 of 100 results."""
 
@@ -189,8 +191,10 @@ async def test_concurrent_fan_outs_behind_a_slow_consumer_do_not_stall() -> None
 
     seen = await asyncio.wait_for(consume(), DEADLINE_S)
     assert seen == [(x, i) for x in range(2) for i in range(50)]
+    assert looptime == 0.1  # the consumer's 100 pauses: the producer never held it up
 
 
+@pytest.mark.looptime
 async def test_a_partial_batch_left_by_a_fan_out_goes_when_the_consumer_catches_up() -> None:
     """A fan-out under a bound of 1 leaves one value in a partial batch; the last thing to
     move is the consumer taking the result before it. The run must then release the partial
