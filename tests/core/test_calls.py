@@ -449,3 +449,52 @@ async def test_a_carry_ends_when_a_call_changed_the_context() -> None:
     carry = harness.calls.carry(harness.segment, context, *first)
     done = await asyncio.create_task(carry, context=context)
     assert done is False and harness.emitted == [0, 1] and len(workers.queue) == 2
+
+
+def _parse(x: int) -> int:
+    if x == 2:
+        raise ValueError(f"bad {x}")
+    return x * 10
+
+
+async def test_an_error_while_a_batch_result_streams_goes_through_the_policy() -> None:
+    """A batch task's `map` is iterated after the call returned: its error is still the
+    task's, and on_error decides."""
+
+    @batch_task(max_size=2, on_error="skip_batch")
+    def lazy(xs: list[int]) -> Any:
+        return map(_parse, xs)
+
+    harness = Harness(lazy)
+    assert await harness.run_batches([[1, 2], [3, 4]]) == [10, 30, 40]
+    assert harness.reporter.errors == [("lazy", [0, 1], "bad 2", "skip_batch")]
+    assert harness.reporter.failures == []
+    assert harness.budget.live == set()
+
+
+async def test_an_error_while_a_returned_generator_streams_fails_the_run_in_its_stage() -> None:
+    @single_task
+    def lazy(x: int) -> Any:
+        return (_parse(v) for v in (x, x))
+
+    harness = Harness(lazy)
+    harness.feed([1, 2])
+    with pytest.raises(ValueError, match="bad 2"):
+        await harness.finish()
+    assert [(stage, str(exc)) for stage, exc in harness.reporter.failures] == [("lazy", "bad 2")]
+
+
+async def test_a_result_that_fails_before_its_first_value_is_called_again(
+    retry_clock: VirtualSleep,
+) -> None:
+    calls = 0
+
+    @single_task(retry_attempts=2, retry_delay=0.5)
+    async def lazy(x: int) -> Any:
+        nonlocal calls
+        calls += 1
+        return (_parse(v) for v in ((2,) if calls == 1 else (x,)))
+
+    harness = Harness(lazy)
+    assert await harness.run([1]) == [10]
+    assert calls == 2 and retry_clock.delays == [0.5]

@@ -429,3 +429,30 @@ async def test_a_batch_tasks_dict_and_tuple_are_one_value_each() -> None:
 
     assert await as_dict([1, 2, 3]).collect() == [{1: 1, 2: 2}, {3: 3}]
     assert await as_tuple([1, 2, 3]).collect() == [(1, 2), (3,)]
+
+
+async def test_an_error_while_a_result_streams_is_the_tasks_own() -> None:
+    """The same rules as for a generator function: skipped with on_error, or the run fails in
+    the task's stage."""
+
+    def parse(x: int) -> int:
+        if x == 2:
+            raise ValueError("bad 2")
+        return x * 10
+
+    @batch_task(max_size=2, on_error="skip_batch")
+    def lazy_batch(xs: list[int]) -> Any:
+        return map(parse, xs)
+
+    @single_task
+    def lazy(x: int) -> Any:
+        return (parse(v) for v in (x,))
+
+    events = [e async for e in lazy_batch.events([1, 2, 3, 4])]
+    assert [e.value for e in events if e.type == "result"] == [10, 30, 40]  # 10 came first
+    (skipped,) = [e for e in events if e.type == "item_error"]
+    assert (skipped.stage, skipped.sources, skipped.action) == ("lazy_batch", [0, 1], "skip_batch")
+    assert events[-1].status == "succeeded"
+    events = [e async for e in lazy.events([1, 2, 3])]
+    error = events[-2]
+    assert (error.type, error.stage, error.error) == ("error", "lazy", "ValueError: bad 2")
