@@ -1,10 +1,11 @@
 """Property: the scheduler never stalls and never loses or repeats a result.
 
 Random pipelines of single tasks (plain, filtering, list fan-out, generator and async-generator
-fan-out), batch tasks (a sum, or a per-member map that fans out), small bounds on items in
-flight, both modes, a consumer slower than the producer. Every run must end (a stall fails the
-example after a deadline), in ordered mode with exactly what a sequential evaluation gives, and
-in as-completed mode with the same values when the values do not depend on arrival order.
+fan-out; some under a concurrency limit, whose work waits parked), batch tasks (a sum, or a
+per-member map that fans out), small bounds on items in flight, both modes, a consumer slower
+than the producer. Every run must end (a stall fails the example after a deadline), in ordered
+mode with exactly what a sequential evaluation gives, and in as-completed mode with the same
+values when the values do not depend on arrival order.
 (A bound below the product of the batch sizes makes partial batches leave early: then only
 batches that map their members one by one keep the sequential values.)
 """
@@ -31,14 +32,14 @@ async def scramble(value: Any, salt: int) -> None:
         await asyncio.sleep(0)
 
 
-def make_single(op: str, salt: int) -> Any:
+def make_single(op: str, salt: int, limit: int | None = None) -> Any:
     if op == "gen":
 
         def fan_gen(x: int) -> Any:
             yield x
             yield x + 1000
 
-        return single_task(task_name=f"gen{salt}")(fan_gen)
+        return single_task(task_name=f"gen{salt}", concurrency_limit=limit)(fan_gen)
     if op == "agen":
 
         async def fan_agen(x: int) -> Any:
@@ -46,7 +47,7 @@ def make_single(op: str, salt: int) -> Any:
                 await scramble((x, k), salt)
                 yield x * 10 + k
 
-        return single_task(task_name=f"agen{salt}")(fan_agen)
+        return single_task(task_name=f"agen{salt}", concurrency_limit=limit)(fan_agen)
 
     async def step(x: int) -> Any:
         await scramble(x, salt)
@@ -56,7 +57,7 @@ def make_single(op: str, salt: int) -> Any:
             return None if x % 2 else x
         return [x, x * 10]  # "list": fan out
 
-    return single_task(task_name=f"{op}{salt}")(step)
+    return single_task(task_name=f"{op}{salt}", concurrency_limit=limit)(step)
 
 
 def make_batch(kind: str, size: int, min_size: int, salt: int) -> Any:
@@ -113,7 +114,11 @@ def order_free(spec: list[tuple[Any, ...]]) -> bool:
 
 
 stage_spec = st.one_of(
-    st.tuples(st.just("single"), st.sampled_from(["inc", "drop_odd", "list", "gen", "agen"])),
+    st.tuples(
+        st.just("single"),
+        st.sampled_from(["inc", "drop_odd", "list", "gen", "agen"]),
+        st.sampled_from([None, None, 1, 2]),  # a concurrency limit changes no value
+    ),
     st.tuples(st.sampled_from(["sum", "map"]), st.integers(1, 4)).flatmap(
         lambda kind_size: st.tuples(
             st.just("batch"),
@@ -136,7 +141,7 @@ def test_every_result_arrives_exactly_once(
     spec: list[tuple[Any, ...]], data: list[int], bound: int, consumer_pause: int
 ) -> None:
     stages = [
-        make_single(part[1], i) if part[0] == "single" else make_batch(*part[1:], salt=i)
+        make_single(part[1], i, part[2]) if part[0] == "single" else make_batch(*part[1:], salt=i)
         for i, part in enumerate(spec)
     ]
     pipeline = Pipeline(*stages)
