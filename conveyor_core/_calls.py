@@ -179,7 +179,15 @@ class Calls:
                             break
                         result, hold = spread(segment, index, result, hold, slot, tag, self.budget)
                     elif how == STREAM:
-                        values = result if inspect.isasyncgen(result) else each(result)
+                        # iterated after the call returned, it fails as the task: the policy
+                        # decides, as for a generator function's values
+                        values = site.policy.iterate(
+                            _called_again(site.call),
+                            values_of(value) if site.is_batch else value,
+                            sources_of(hold),
+                            reporter,
+                            first=result,
+                        )
                         await stream(
                             segment,
                             index,
@@ -312,6 +320,21 @@ class Calls:
             budget.release(hold)
             hold = survivors
         return result, hold, None if trace is None else trace.output()
+
+
+def _called_again(call: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """A retry of a call whose result streams: the call again, its result as an async iterator
+    (None: no values)."""
+
+    async def again(item: Any) -> Any:
+        result = call(item)
+        if inspect.isawaitable(result):
+            result = await result
+        if result is not None:
+            async for value in result if inspect.isasyncgen(result) else each(result):
+                yield value
+
+    return again
 
 
 def _no_clock() -> float:

@@ -88,12 +88,15 @@ async def stream(
     """Queue each value `values` yields for stage `index` as it comes, in order after `slot`.
 
     `tags()` gives the tag of a value yielded now (None: untraced). Waits while the segment's
-    queue or the consumer's backlog holds `limit` events or more.
+    queue or the consumer's backlog holds `limit` events or more. The work parked behind the
+    concurrency limit of a later stage counts as queued (not the work parked before the stage
+    that streams: it may be waiting for this very call).
     """
     sequencer = segment.sequencer
     workers = segment.workers
     queue = workers.queue
     drained = channel.drained
+    parked = [site.parked for site in segment.stages[index:] if site.limit is not None]
     hold = budget.share(holding, 0)
     cursor = slot
     async for value in values:
@@ -101,7 +104,11 @@ async def stream(
         hold.refs += 1
         workers.put((index, value, hold, cursor, None if tags is None else tags()))
         cursor = following
-        while len(queue) >= limit or len(channel) >= limit:
+        while (
+            len(queue) >= limit
+            or len(channel) >= limit
+            or (parked and len(queue) + sum(map(len, parked)) >= limit)
+        ):
             await drained.wait()  # the workers or the consumer are behind
     budget.release(hold)
     sequencer.resolve_empty(cursor)

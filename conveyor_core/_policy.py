@@ -298,8 +298,9 @@ class StagePolicy:
     ) -> AsyncIterator[Any]:
         """Values of a generator task, retried while it has yielded nothing.
 
-        `first` is the generator already started by the run's first attempt, if any. Traced,
-        an attempt lasts until its generator is exhausted or fails.
+        `first` is what the first attempt's call returned, if it was made already: a generator,
+        or another result that streams (a batch task's `map`, say). Traced, an attempt lasts
+        until its generator is exhausted or fails.
         """
         attempt = 0
         started = 0.0

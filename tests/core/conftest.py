@@ -1,3 +1,13 @@
+"""The engine suite's shared checks.
+
+Timing tests run on looptime's virtual clock (`@pytest.mark.looptime`, or `pytestmark` for a
+module): `asyncio.sleep`, `call_later` and timeouts take no real time, and the loop's time moves
+only when nothing else can run, so times are exact (`looptime == 0.05`). Tests whose calls run
+in threads or processes (`run_in_thread`, executors) stay on the real clock: a virtual clock
+would run ahead while they work. looptime turns the virtual clock on for the test function only:
+the fixtures below run on the real clock either way.
+"""
+
 from __future__ import annotations
 
 import asyncio

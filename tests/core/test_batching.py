@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
 from conveyor_core import EndEvent, batch_task, single_task
+
+pytestmark = pytest.mark.looptime  # the virtual clock: times below are exact, and take no time
+
+
+def now() -> float:
+    return round(asyncio.get_running_loop().time(), 6)
 
 
 @pytest.mark.parametrize(
@@ -29,13 +36,13 @@ async def test_min_size_rules_the_remainder(
         assert "dropped 1 remainder item(s) below min_size: sources [6]" in caplog.text
 
 
-async def test_max_wait_flushes_a_partial_batch_while_the_source_trickles() -> None:
+async def test_max_wait_flushes_a_partial_batch_while_the_source_trickles(looptime: Any) -> None:
     flushed = asyncio.Event()
-    batches: list[list[int]] = []
+    batches: list[tuple[float, list[int]]] = []
 
     @batch_task(max_size=10, max_wait=0.02)
     def group(xs: list[int]) -> list[int]:
-        batches.append(xs)
+        batches.append((now(), xs))
         flushed.set()
         return xs
 
@@ -46,15 +53,16 @@ async def test_max_wait_flushes_a_partial_batch_while_the_source_trickles() -> N
         yield 3
 
     assert await group(trickle()).collect() == [1, 2, 3]
-    assert batches == [[1, 2], [3]]
+    assert batches == [(0.02, [1, 2]), (0.02, [3])]  # max_wait, then the end of the input
+    assert looptime == 0.02
 
 
-async def test_max_wait_respects_min_size() -> None:
-    batches: list[list[int]] = []
+async def test_max_wait_respects_min_size(looptime: Any) -> None:
+    batches: list[tuple[float, list[int]]] = []
 
     @batch_task(max_size=10, min_size=2, max_wait=0.01)
     def group(xs: list[int]) -> list[int]:
-        batches.append(xs)
+        batches.append((now(), xs))
         return xs
 
     async def trickle() -> AsyncIterator[int]:
@@ -65,10 +73,11 @@ async def test_max_wait_respects_min_size() -> None:
         yield 3
 
     assert await group(trickle()).collect() == [1, 2]  # 3 alone is below min_size
-    assert batches == [[1, 2]]
+    assert batches == [(0.05, [1, 2])]
+    assert looptime == 0.1
 
 
-async def test_batches_run_concurrently() -> None:
+async def test_batches_run_concurrently(looptime: Any) -> None:
     running = 0
     peak = 0
 
@@ -82,10 +91,10 @@ async def test_batches_run_concurrently() -> None:
         return sum(xs)
 
     assert await slow(range(10)).collect() == [1, 5, 9, 13, 17]
-    assert peak == 5
+    assert peak == 5 and looptime == 0.05  # all five at once
 
 
-async def test_concurrency_limit_bounds_calls() -> None:
+async def test_concurrency_limit_bounds_calls(looptime: Any) -> None:
     running = 0
     peak = 0
 
@@ -103,10 +112,10 @@ async def test_concurrency_limit_bounds_calls() -> None:
         return await limited(xs).collect()
 
     assert await limited(range(30)).collect() == list(range(30))
-    assert peak == 3
+    assert peak == 3 and looptime == 0.05  # 10 rounds of 3
     peak = 0
     assert await one_batch_at_a_time(range(8)).collect() == list(range(8))
-    assert peak <= 2
+    assert peak == 2 and looptime == 0.07  # 4 batches one after the other, 0.005 s each
 
 
 async def test_ordered_batches_hold_consecutive_items_and_keep_order() -> None:
@@ -124,7 +133,7 @@ async def test_ordered_batches_hold_consecutive_items_and_keep_order() -> None:
     assert out == [(0, 1, 2), (3, 4, 5), (6, 7, 8), (9,)]
 
 
-async def test_as_completed_batches_take_items_in_arrival_order() -> None:
+async def test_as_completed_batches_take_items_in_arrival_order(looptime: Any) -> None:
     @single_task
     async def wait(delay: float) -> float:
         await asyncio.sleep(delay)
@@ -136,6 +145,7 @@ async def test_as_completed_batches_take_items_in_arrival_order() -> None:
 
     out = await (wait | group).as_completed([0.06, 0.0, 0.04, 0.02]).collect()
     assert out == [(0.0, 0.02), (0.04, 0.06)]
+    assert looptime == 0.06
 
 
 async def test_batch_sources_unite_members() -> None:

@@ -6,9 +6,13 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
+import pytest
+
 from conveyor_core import single_task
 
 from .conftest import settle
+
+pytestmark = pytest.mark.looptime  # the virtual clock: sleeps take no real time
 
 
 def tracked(all_started: asyncio.Event | None = None) -> tuple[list[int], list[int], object]:

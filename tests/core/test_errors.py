@@ -27,8 +27,11 @@ class Boom(ValueError):
     pass
 
 
+@pytest.mark.looptime
 @pytest.mark.parametrize("mode", ["ordered", "as_completed"])
-async def test_failure_reaches_the_consumer_as_itself_and_cancels_in_flight(mode: str) -> None:
+async def test_failure_reaches_the_consumer_as_itself_and_cancels_in_flight(
+    mode: str, looptime: Any
+) -> None:
     cancelled: list[int] = []
 
     @single_task
@@ -47,6 +50,7 @@ async def test_failure_reaches_the_consumer_as_itself_and_cancels_in_flight(mode
         async for _ in work(range(10), mode=mode):
             pass
     assert sorted(cancelled) == [0, 1, 2, 4, 5, 6, 7, 8, 9]
+    assert looptime == 0.01  # the failure ended the run at once
 
 
 @pytest.mark.parametrize("mode", ["ordered", "as_completed"])

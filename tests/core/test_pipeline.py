@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import AsyncIterator, Iterator
-from typing import Annotated, get_args
+from typing import Annotated, Any, get_args
 
 import pytest
 
@@ -20,6 +20,8 @@ from conveyor_core import (
     batch_task,
     single_task,
 )
+
+pytestmark = pytest.mark.looptime  # the virtual clock: times below are exact, and take no time
 
 
 @single_task
@@ -114,7 +116,7 @@ async def test_endless_source_streams() -> None:
     assert got == [2 * i + 1 for i in range(50)]
 
 
-async def test_ordered_mode_keeps_input_order_with_uneven_delays() -> None:
+async def test_ordered_mode_keeps_input_order_with_uneven_delays(looptime: Any) -> None:
     @single_task
     async def wait(delay: float) -> float:
         await asyncio.sleep(delay)
@@ -122,7 +124,9 @@ async def test_ordered_mode_keeps_input_order_with_uneven_delays() -> None:
 
     delays = [0.05, 0.01, 0.03, 0.0, 0.02]
     assert await wait(delays).collect() == delays
+    assert looptime == 0.05  # the calls ran at once: the run takes its slowest call
     assert await wait.as_completed(delays).collect() == sorted(delays)
+    assert looptime == 0.1
 
 
 async def test_ordered_mode_yields_early_results_before_slow_later_ones() -> None:
@@ -205,7 +209,7 @@ async def test_stream_runs_once() -> None:
         await stream.collect()
 
 
-async def test_a_task_serves_several_pipelines_and_concurrent_runs() -> None:
+async def test_a_task_serves_several_pipelines_and_concurrent_runs(looptime: Any) -> None:
     @single_task
     async def slow(x: int) -> int:
         await asyncio.sleep(0.01)
@@ -215,9 +219,10 @@ async def test_a_task_serves_several_pipelines_and_concurrent_runs() -> None:
     results = await asyncio.gather(*(p(range(20)).collect() for p in (one, two, one, slow)))
     assert results[0] == results[1] == results[2] == [2 * i for i in range(20)]
     assert results[3] == list(range(20))
+    assert looptime == 0.01  # 80 calls of 10 ms in four runs, all at once
 
 
-async def test_execution_mode_helpers() -> None:
+async def test_execution_mode_helpers(looptime: Any) -> None:
     @single_task
     async def wait(delay: float) -> float:
         await asyncio.sleep(delay)
@@ -227,6 +232,7 @@ async def test_execution_mode_helpers() -> None:
     assert await wait.with_execution_mode("as_completed")(data).collect() == [0.0, 0.03]
     assert await wait.with_execution_mode("ordered")(data).collect() == data
     assert await (wait | double).as_completed(data).collect() == [0.0, 0.06]
+    assert looptime == 0.09
 
 
 def test_pipeline_description_and_types() -> None:

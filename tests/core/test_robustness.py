@@ -12,6 +12,8 @@ import pytest
 
 from conveyor_core import RunErrorEvent, batch_task, single_task
 
+pytestmark = pytest.mark.looptime  # the virtual clock: times below are exact, and take no time
+
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="unset")
 
 
@@ -35,7 +37,7 @@ async def test_a_task_raising_cancelled_error_fails_the_run_instead_of_losing_it
         await stray(range(6), mode=mode).collect()
 
 
-async def test_a_coroutine_side_input_is_shared_by_overlapping_runs() -> None:
+async def test_a_coroutine_side_input_is_shared_by_overlapping_runs(looptime: Any) -> None:
     calls = 0
 
     async def config() -> int:
@@ -51,6 +53,7 @@ async def test_a_coroutine_side_input_is_shared_by_overlapping_runs() -> None:
     task = add.with_inputs(config())
     first, second = await asyncio.gather(task([1]).collect(), task([2]).collect())
     assert (first, second, calls) == ([101], [102], 1)
+    assert looptime == 0.01
 
     # a run cancelled while the side input is still being awaited does not spoil it
     slow = add.with_inputs(asyncio.sleep(0.02, result=5))
@@ -60,6 +63,7 @@ async def test_a_coroutine_side_input_is_shared_by_overlapping_runs() -> None:
     with pytest.raises(asyncio.CancelledError):
         await waiting
     assert await slow([1]).collect() == [6]
+    assert looptime == 0.03  # the side input went on from 0.01, not started again at 0.015
 
 
 async def test_each_call_starts_from_the_runs_context() -> None:
@@ -96,7 +100,7 @@ async def test_async_with_and_break_close_the_run_cleanly() -> None:
     assert errors == []
 
 
-async def test_aclose_from_another_task_stops_the_run() -> None:
+async def test_aclose_from_another_task_stops_the_run(looptime: Any) -> None:
     started = asyncio.Event()
 
     @single_task
@@ -110,9 +114,10 @@ async def test_aclose_from_another_task_stops_the_run() -> None:
     await started.wait()
     await stream.aclose()
     assert await asyncio.wait_for(consumer, timeout=5) == []
+    assert looptime == 0  # closed at once: no call slept its 10 s
 
 
-async def test_probing_a_failed_batch_respects_the_concurrency_limit() -> None:
+async def test_probing_a_failed_batch_respects_the_concurrency_limit(looptime: Any) -> None:
     running = peak = 0
 
     @batch_task(max_size=8, on_error="skip_item", concurrency_limit=1)
@@ -128,6 +133,7 @@ async def test_probing_a_failed_batch_respects_the_concurrency_limit() -> None:
 
     assert await picky(range(8)).collect() == [sum(range(8)) - 3]
     assert peak == 1
+    assert looptime == 0.01  # one after the other: the batch, its 8 members, the survivors
 
 
 async def test_generator_fan_out_waits_for_a_slow_consumer() -> None:

@@ -15,6 +15,8 @@ from conveyor_core import (
     single_task,
 )
 
+pytestmark = pytest.mark.looptime  # the virtual clock: times below are exact, and take no time
+
 
 @single_task
 async def slow(x: int) -> int:
@@ -30,7 +32,9 @@ def _seqs(events: list[Any]) -> list[int]:
     return [event.seq for event in events]
 
 
-async def test_cancel_ends_the_run_with_its_own_end_after_what_it_produced() -> None:
+async def test_cancel_ends_the_run_with_its_own_end_after_what_it_produced(
+    looptime: Any,
+) -> None:
     events = slow.events(range(6))
     seen = []
     async for event in events:
@@ -42,6 +46,7 @@ async def test_cancel_ends_the_run_with_its_own_end_after_what_it_produced() -> 
     end = seen[-1]
     assert end.status == "cancelled"
     assert end.stats.inputs == 6 and end.stats.results == 3
+    assert looptime == 0.05  # the end came at once, not after the minute-long calls
 
 
 async def test_cancel_before_the_run_starts_gives_just_the_end() -> None:
@@ -52,7 +57,7 @@ async def test_cancel_before_the_run_starts_gives_just_the_end() -> None:
     assert seen[0].status == "cancelled"
 
 
-async def test_cancel_from_another_task_while_the_consumer_waits() -> None:
+async def test_cancel_from_another_task_while_the_consumer_waits(looptime: Any) -> None:
     events = slow.events([5])  # sleeps a minute
 
     async def later() -> None:
@@ -63,6 +68,7 @@ async def test_cancel_from_another_task_while_the_consumer_waits() -> None:
     seen = await asyncio.wait_for(_events(events), 5)
     await canceller
     assert [(e.type, e.status) for e in seen] == [("end", "cancelled")]
+    assert looptime == 0.05
 
 
 async def test_cancel_with_an_error_drops_what_was_not_taken_and_fails() -> None:

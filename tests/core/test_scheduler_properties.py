@@ -1,10 +1,11 @@
 """Property: the scheduler never stalls and never loses or repeats a result.
 
 Random pipelines of single tasks (plain, filtering, list fan-out, generator and async-generator
-fan-out), batch tasks (a sum, or a per-member map that fans out), small bounds on items in
-flight, both modes, a consumer slower than the producer. Every run must end (a stall fails the
-example after a deadline), in ordered mode with exactly what a sequential evaluation gives, and
-in as-completed mode with the same values when the values do not depend on arrival order.
+fan-out; some under a concurrency limit, whose work waits parked), batch tasks (a sum, or a
+per-member map that fans out), small bounds on items in flight, both modes, a consumer slower
+than the producer. Every run must end (a stall fails the example after a deadline), in ordered
+mode with exactly what a sequential evaluation gives, and in as-completed mode with the same
+values when the values do not depend on arrival order.
 (A bound below the product of the batch sizes makes partial batches leave early: then only
 batches that map their members one by one keep the sequential values.)
 """
@@ -16,6 +17,7 @@ import math
 from collections import Counter
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -30,14 +32,14 @@ async def scramble(value: Any, salt: int) -> None:
         await asyncio.sleep(0)
 
 
-def make_single(op: str, salt: int) -> Any:
+def make_single(op: str, salt: int, limit: int | None = None) -> Any:
     if op == "gen":
 
         def fan_gen(x: int) -> Any:
             yield x
             yield x + 1000
 
-        return single_task(task_name=f"gen{salt}")(fan_gen)
+        return single_task(task_name=f"gen{salt}", concurrency_limit=limit)(fan_gen)
     if op == "agen":
 
         async def fan_agen(x: int) -> Any:
@@ -45,7 +47,7 @@ def make_single(op: str, salt: int) -> Any:
                 await scramble((x, k), salt)
                 yield x * 10 + k
 
-        return single_task(task_name=f"agen{salt}")(fan_agen)
+        return single_task(task_name=f"agen{salt}", concurrency_limit=limit)(fan_agen)
 
     async def step(x: int) -> Any:
         await scramble(x, salt)
@@ -55,7 +57,7 @@ def make_single(op: str, salt: int) -> Any:
             return None if x % 2 else x
         return [x, x * 10]  # "list": fan out
 
-    return single_task(task_name=f"{op}{salt}")(step)
+    return single_task(task_name=f"{op}{salt}", concurrency_limit=limit)(step)
 
 
 def make_batch(kind: str, size: int, min_size: int, salt: int) -> Any:
@@ -112,7 +114,11 @@ def order_free(spec: list[tuple[Any, ...]]) -> bool:
 
 
 stage_spec = st.one_of(
-    st.tuples(st.just("single"), st.sampled_from(["inc", "drop_odd", "list", "gen", "agen"])),
+    st.tuples(
+        st.just("single"),
+        st.sampled_from(["inc", "drop_odd", "list", "gen", "agen"]),
+        st.sampled_from([None, None, 1, 2]),  # a concurrency limit changes no value
+    ),
     st.tuples(st.sampled_from(["sum", "map"]), st.integers(1, 4)).flatmap(
         lambda kind_size: st.tuples(
             st.just("batch"),
@@ -135,7 +141,7 @@ def test_every_result_arrives_exactly_once(
     spec: list[tuple[Any, ...]], data: list[int], bound: int, consumer_pause: int
 ) -> None:
     stages = [
-        make_single(part[1], i) if part[0] == "single" else make_batch(*part[1:], salt=i)
+        make_single(part[1], i, part[2]) if part[0] == "single" else make_batch(*part[1:], salt=i)
         for i, part in enumerate(spec)
     ]
     pipeline = Pipeline(*stages)
@@ -170,7 +176,8 @@ def test_every_result_arrives_exactly_once(
         assert ordered == expected
 
 
-async def test_concurrent_fan_outs_behind_a_slow_consumer_do_not_stall() -> None:
+@pytest.mark.looptime  # the deadline is virtual too: a stall fails at once
+async def test_concurrent_fan_outs_behind_a_slow_consumer_do_not_stall(looptime: Any) -> None:
     """The reported case: two generator calls fanning out at once, a bound of 4, a consumer
     that sleeps 1 ms per item. It used to stop after 6 of 100 results."""
 
@@ -189,8 +196,10 @@ async def test_concurrent_fan_outs_behind_a_slow_consumer_do_not_stall() -> None
 
     seen = await asyncio.wait_for(consume(), DEADLINE_S)
     assert seen == [(x, i) for x in range(2) for i in range(50)]
+    assert looptime == 0.1  # the consumer's 100 pauses: the producer never held it up
 
 
+@pytest.mark.looptime
 async def test_a_partial_batch_left_by_a_fan_out_goes_when_the_consumer_catches_up() -> None:
     """A fan-out under a bound of 1 leaves one value in a partial batch; the last thing to
     move is the consumer taking the result before it. The run must then release the partial

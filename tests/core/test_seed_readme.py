@@ -1,4 +1,11 @@
-"""Every code block of the seed README runs unchanged through `from conveyor import ...`."""
+"""Every code block of the seed README runs unchanged through `from conveyor import ...`.
+
+The blocks are programs that call `asyncio.run` and simulate work with `asyncio.sleep`: the
+tests marked `virtual_clock` run them on looptime's virtual clock, so their sleeps take no real
+time. The fragments that consume in completion order stay on the real clock: what they print is
+what a real clock gives calls of equal duration (they end in the order they started), whereas on
+a virtual clock such calls end at the same instant, in no order the README promises.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +16,20 @@ import re
 from pathlib import Path
 from typing import Any
 
+import looptime
 import pytest
+
+
+@pytest.fixture
+def virtual_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`asyncio.run` on an event loop whose clock is virtual (looptime's)."""
+
+    def run(main: Any, *, debug: bool | None = None) -> Any:
+        with asyncio.Runner(debug=debug, loop_factory=looptime.new_event_loop) as runner:
+            return runner.run(main)
+
+    monkeypatch.setattr(asyncio, "run", run)
+
 
 SEED = Path(__file__).resolve().parents[2] / "docs" / "seed-README.md"
 BLOCKS = re.findall(r"```python\n(.*?)```", SEED.read_text(), flags=re.S)
@@ -59,6 +79,7 @@ def test_every_python_block_is_covered() -> None:
     assert all(block(marker) for marker in MARKERS)
 
 
+@pytest.mark.usefixtures("virtual_clock")
 def test_quick_start(capsys: pytest.CaptureFixture[str]) -> None:
     run_program(block("# Define some tasks"))
     out = capsys.readouterr().out
@@ -103,6 +124,7 @@ def test_collect_fragment(quickstart: dict[str, Any], capsys: pytest.CaptureFixt
     assert completed is not None and sorted(ast.literal_eval(completed.group(1))) == [22, 24, 40]
 
 
+@pytest.mark.usefixtures("virtual_clock")
 def test_side_input_by_calling_the_task(capsys: pytest.CaptureFixture[str]) -> None:
     ns = run_program(block("wait_for_other_source(secondary_stream) |"))
     asyncio.run(ns["main_multiple_sources"]())
@@ -110,6 +132,7 @@ def test_side_input_by_calling_the_task(capsys: pytest.CaptureFixture[str]) -> N
     assert "Results: [24, 48, 72]" in out
 
 
+@pytest.mark.usefixtures("virtual_clock")
 def test_side_input_with_inputs(capsys: pytest.CaptureFixture[str]) -> None:
     ns = run_program(block("wait_for_other_source(secondary_stream) |"))
     ns = run_program(block("wait_for_other_source.with_inputs(secondary_stream)"), **ns)
@@ -118,16 +141,19 @@ def test_side_input_with_inputs(capsys: pytest.CaptureFixture[str]) -> None:
     assert "Results: [24, 48, 72]" in out
 
 
+@pytest.mark.usefixtures("virtual_clock")
 def test_filtering(capsys: pytest.CaptureFixture[str]) -> None:
     run_program(block("filter_multiples_of_three"))
     assert "Filtering Pipeline Results: ['Result: 90']" in capsys.readouterr().out
 
 
+@pytest.mark.usefixtures("virtual_clock")
 def test_multiple_batching_stages(capsys: pytest.CaptureFixture[str]) -> None:
     run_program(block("initial_batch_summarizer"))
     assert "Multi-Batch Pipeline Results: [7.0, 7.0]" in capsys.readouterr().out
 
 
+@pytest.mark.usefixtures("virtual_clock")
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_error_handling(seed: int, capsys: pytest.CaptureFixture[str]) -> None:
     random.seed(seed)

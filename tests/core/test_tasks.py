@@ -9,6 +9,8 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import pytest
+
 from conveyor_core import (
     BatchTask,
     PipelineContext,
@@ -94,6 +96,7 @@ async def test_run_in_thread_keeps_the_loop_free() -> None:
     assert ticks >= 3  # the loop kept running while the calls blocked their threads
 
 
+@pytest.mark.looptime
 async def test_side_inputs_values_coroutines_streams_and_iterators() -> None:
     async def fetch_offset() -> int:
         await asyncio.sleep(0)
