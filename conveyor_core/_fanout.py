@@ -90,13 +90,16 @@ async def stream(
     `tags()` gives the tag of a value yielded now (None: untraced). Waits while the segment's
     queue or the consumer's backlog holds `limit` events or more. The work parked behind the
     concurrency limit of a later stage counts as queued (not the work parked before the stage
-    that streams: it may be waiting for this very call).
+    that streams: it may be waiting for this very call), and so does the work of the later
+    segments, queued or running (a batch stage's calls): not the values waiting in a partial
+    batch, which may be waiting for this very generator's next ones.
     """
     sequencer = segment.sequencer
     workers = segment.workers
     queue = workers.queue
     drained = channel.drained
     parked = [site.parked for site in segment.stages[index:] if site.limit is not None]
+    later = segment.later
     hold = budget.share(holding, 0)
     cursor = slot
     async for value in values:
@@ -108,10 +111,16 @@ async def stream(
             len(queue) >= limit
             or len(channel) >= limit
             or (parked and len(queue) + sum(map(len, parked)) >= limit)
+            or (later and _pending(later) >= limit)
         ):
             await drained.wait()  # the workers or the consumer are behind
     budget.release(hold)
     sequencer.resolve_empty(cursor)
+
+
+def _pending(later: list[Any]) -> int:
+    """The pieces of work queued in or running through the later segments."""
+    return sum(len(workers.queue) + workers.waiting for workers in later)
 
 
 async def each(iterable: Iterable[Any]) -> AsyncIterator[Any]:

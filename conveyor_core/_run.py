@@ -66,7 +66,7 @@ class _Aborted(Exception):
 class Segment:
     """Stages that share one queue, one pool of workers and one sequencer."""
 
-    __slots__ = ("head", "stages", "workers", "sequencer", "batcher", "inbox")
+    __slots__ = ("head", "stages", "workers", "sequencer", "batcher", "inbox", "later")
 
     def __init__(self, head: Stage | None) -> None:
         self.head = head  # None: the source; else a batch or stream task
@@ -75,6 +75,7 @@ class Segment:
         self.sequencer: Sequencer
         self.batcher: Batcher | None = None
         self.inbox: Inbox | None = Inbox() if isinstance(head, StreamTask) else None
+        self.later: list[Workers] = []  # the workers of the segments after this one
 
 
 class Run:
@@ -276,6 +277,8 @@ class Run:
             emit, close = self._entry(after)
             segment.sequencer = sequencer(emit, close)
             segment.workers = Workers(segment, self._spawn, calls.carry, base, self._on_idle)
+        for index, segment in enumerate(segments):
+            segment.later = [after.workers for after in segments[index + 1 :]]
         return segments
 
     def _entry(self, segment: Segment | None) -> tuple[Callable[[Any, Any, Any], None], Any]:

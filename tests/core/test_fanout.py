@@ -132,6 +132,7 @@ class Queue:
 
     def __init__(self) -> None:
         self.queue: collections.deque[Any] = collections.deque()
+        self.waiting = 0  # pieces running that wait
 
     def put(self, work: Any) -> None:
         self.queue.append(work)
@@ -152,6 +153,7 @@ class Segment:
         self.sequencer = OrderedSequencer(self._emit, self._close)
         self.workers = Queue()
         self.stages = stages or []
+        self.later: list[Queue] = []  # the workers of the segments after it
 
     def _emit(self, value: Any, hold: Any, tag: Any) -> None:
         self.emitted.append(value)
@@ -295,6 +297,39 @@ async def test_stream_counts_work_parked_behind_a_later_stages_limit_as_queued()
         await streaming
 
 
+async def test_stream_counts_the_later_segments_work_not_a_partial_batch() -> None:
+    budget = Budget(8)
+    channel = Channel(budget)
+    segment = Segment()
+    batch_segment = Queue()  # a batch stage's segment after it
+    segment.later = [batch_segment]
+    produced = 0
+
+    async def endless() -> AsyncIterator[int]:
+        nonlocal produced
+        while True:
+            produced += 1
+            yield produced
+
+    slot = segment.sequencer.new_slot()
+    args = (segment, 0, endless(), budget.admit(0), slot, None, budget, channel, 3)
+    streaming = asyncio.create_task(stream(*args))
+    segment.workers.queue.clear()  # as if the values went into a batcher at once
+    batch_segment.queue.extend(["batch 1", "batch 2"])
+    batch_segment.waiting = 1  # one batch call running
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert produced == 1 and not streaming.done()  # 2 queued + 1 running: a bound behind
+    batch_segment.queue.popleft()
+    channel.drained.fire()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert produced == 3  # room again: on until its own queue (values 1-3) is a bound behind
+    streaming.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await streaming
+
+
 async def test_stream_waits_while_the_consumer_is_a_bound_behind() -> None:
     budget = Budget(8)
     channel = Channel(budget)
@@ -369,12 +404,6 @@ async def test_a_generator_does_not_outrun_a_concurrency_limited_stage(last: str
 
 
 @pytest.mark.looptime
-@pytest.mark.xfail(
-    strict=True,
-    reason="a fan-out waits for its own segment and the consumer only: values that leave "
-    "for a batch stage's segment are not counted, so its calls are not bounded (waiting for "
-    "them as they are would deadlock against a partial batch that waits for more values)",
-)
 async def test_a_generator_does_not_outrun_a_batch_stage_after_it() -> None:
     running = peak = 0
 
