@@ -11,6 +11,7 @@ again when a call of the stage ends), batches, generators, and the timing of tra
 from __future__ import annotations
 
 import inspect
+import time
 from collections import deque
 from collections.abc import Callable
 from contextvars import Context
@@ -23,7 +24,7 @@ from ._fanout import LIST, STREAM, each, shape, spread, stream
 from ._policy import SKIPPED, Reporter, StagePolicy
 from ._tasks import BatchTask, Task
 from ._trace import Tracer
-from ._workers import FAIRNESS_STREAK
+from ._workers import FAIRNESS_CHECK, FAIRNESS_S, FAIRNESS_STREAK
 
 if TYPE_CHECKING:
     from ._run import Segment
@@ -106,8 +107,8 @@ class Calls:
 
         A piece that waited let other tasks run: the queue is someone else's by now, so the
         carry ends there. So it does when a call changed the context (each piece must start
-        from the run's), and after `FAIRNESS_STREAK` pieces, returning True: the worker then
-        lets others run.
+        from the run's), and after `FAIRNESS_STREAK` pieces or `FAIRNESS_S` seconds, returning
+        True: the worker then lets others run.
         """
         stages = segment.stages
         count = len(stages)
@@ -119,6 +120,7 @@ class Calls:
         base = self.base
         switches = workers.switches
         streak = 0
+        started = time.perf_counter()
         while True:
             while index < count:
                 site = stages[index]
@@ -204,9 +206,16 @@ class Calls:
             else:
                 sequencer.resolve(slot, value, hold, tag)
             streak += 1
-            if not queue or workers.switches != switches or context != base:
+            if not queue or workers.switches != switches:
+                return False
+            try:  # as `_workers.changed`, inline: this runs after every piece
+                if context != base:
+                    return False
+            except Exception:
                 return False
             if streak >= FAIRNESS_STREAK:
+                return True
+            if not streak % FAIRNESS_CHECK and time.perf_counter() - started >= FAIRNESS_S:
                 return True
             index, value, hold, slot, tag = queue.popleft()
 

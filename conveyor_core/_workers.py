@@ -30,10 +30,31 @@ from typing import Any
 
 from ._signal import Signal
 
-__all__ = ["FAIRNESS_STREAK", "Work", "Workers"]
+__all__ = [
+    "FAIRNESS_CHECK",
+    "FAIRNESS_S",
+    "FAIRNESS_STREAK",
+    "Work",
+    "Workers",
+    "changed",
+]
 
 FAIRNESS_STREAK = 256  # pieces a worker finishes without waiting before it lets others run (about
 # 0.1-0.2 ms of trivial calls; 64 cost the cpu workload a fifth of its time in loop turns)
+FAIRNESS_S = 0.001  # ... or once a streak held the loop this long (slow synchronous calls)
+FAIRNESS_CHECK = 32  # pieces between two looks at the clock
+
+
+def changed(context: contextvars.Context, base: contextvars.Context) -> bool:
+    """Whether a call changed `context`, a copy of `base`. Contexts compare their values with
+    `==` (at once when none was set), so a value set equal to the run's (False for 0) is not
+    seen; a set value whose `==` raises (an array) is a change. An exact test would compare each
+    value by identity, in Python, after every call: it would cost trivial calls a fifth more."""
+    try:
+        return context != base
+    except Exception:
+        return True
+
 
 Work = tuple[int, Any, Any, Any, Any]  # (stage index, value, hold, slot, tag)
 Carry = Callable[..., Coroutine[Any, Any, bool]]
@@ -136,7 +157,7 @@ class Workers:
                 try:
                     yielded = coro.send(None)
                 except StopIteration as done:
-                    if context != base:
+                    if changed(context, base):
                         return self._leave()
                     if done.value:  # it carried a streak of pieces: let others run
                         await asyncio.sleep(0)
@@ -151,7 +172,7 @@ class Workers:
                 finally:
                     self.waiting -= 1
                 self.active += 1
-                if context != base:
+                if changed(context, base):
                     return self._leave()
             self.active -= 1
             self._on_idle()

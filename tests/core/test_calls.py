@@ -9,7 +9,9 @@ carry is `Calls.carry`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
+import types
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -498,3 +500,44 @@ async def test_a_result_that_fails_before_its_first_value_is_called_again(
     harness = Harness(lazy)
     assert await harness.run([1]) == [10]
     assert calls == 2 and retry_clock.delays == [0.5]
+
+
+async def test_a_streak_of_slow_calls_lets_others_run_after_fairness_s(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A streak ends after FAIRNESS_STREAK pieces, or sooner once it held the loop FAIRNESS_S
+    (looked at every FAIRNESS_CHECK pieces): slow synchronous calls do not starve other tasks."""
+    from conveyor_core import _calls, _workers
+
+    now = 0.0
+    monkeypatch.setattr(_calls, "time", types.SimpleNamespace(perf_counter=lambda: now))
+    per_call = 0.0
+    run_lengths: list[int] = []
+    since_tick = 0
+
+    @single_task
+    def work(x: int) -> int:
+        nonlocal now, since_tick
+        now += per_call  # the fake clock: each call takes `per_call` seconds
+        since_tick += 1
+        return x
+
+    async def ticker() -> None:
+        nonlocal since_tick
+        while True:
+            await asyncio.sleep(0)
+            if since_tick:
+                run_lengths.append(since_tick)
+                since_tick = 0
+
+    ticking = asyncio.create_task(ticker())
+    try:
+        cases = ((0.0, _workers.FAIRNESS_STREAK), (0.0001, _workers.FAIRNESS_CHECK))
+        for per_call, longest in cases:
+            run_lengths.clear()
+            assert await work(range(2_000)).collect() == list(range(2_000))
+            assert max(run_lengths) == longest, per_call
+    finally:
+        ticking.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await ticking

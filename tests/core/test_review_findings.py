@@ -1,4 +1,5 @@
-"""Review findings (second reader) on the workers' per-task context (1cf80b6).
+"""Review findings (second reader) on the workers' per-task context (1cf80b6): the second is
+fixed, the first is a known limit (xfail).
 
 A worker decides whether a piece changed its context with `context != base`: that compares the
 two contexts' *values* with `==`, not whether a variable was set. Two consequences, now also
@@ -55,6 +56,12 @@ def make_task(waits: bool, make: Any, seen: list[Any]) -> Any:
     return call_sync
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="known limit: a worker tells a changed context by comparing values (== on contexts, "
+    "at once when nothing was set); comparing each value by identity after every call would "
+    "cost trivial calls about a fifth more (see _workers.changed and the README)",
+)
 @pytest.mark.parametrize("waits", [True, False], ids=["waits", "no-wait"])
 async def test_a_value_equal_to_the_runs_does_not_leak_into_the_next_call(waits: bool) -> None:
     seen: list[Any] = []
