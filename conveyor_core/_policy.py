@@ -275,16 +275,10 @@ class StagePolicy:
                 attempt += 1
                 exc = None
                 continue
-            try:
-                value = await final(exc, item, sources, attempt, reporter)
-            except BaseException:
-                if observe is not None:
-                    observe(sources, attempt, started, ended, "error", exc)
-                raise
-            if observe is not None:
-                outcome = "skipped" if value is SKIPPED else "error"
-                observe(sources, attempt, started, ended, outcome, exc)
-            return value
+            assert exc is not None
+            return await _given_up(
+                final, exc, item, sources, attempt, reporter, observe, started, ended
+            )
 
     async def iterate(
         self,
@@ -327,15 +321,9 @@ class StagePolicy:
                         observe(sources, attempt, started, ended, "retry", exc)
                     await _sleep(self.retry.delay_after(attempt))
                     continue
-                try:
-                    value = await self.give_up(exc, item, sources, attempt, reporter)
-                except BaseException:
-                    if observe is not None:
-                        observe(sources, attempt, started, ended, "error", exc)
-                    raise
-                if observe is not None:
-                    outcome = "skipped" if value is SKIPPED else "error"
-                    observe(sources, attempt, started, ended, outcome, exc)
+                value = await _given_up(
+                    self.give_up, exc, item, sources, attempt, reporter, observe, started, ended
+                )
                 if value is not SKIPPED:
                     yield value
                 return
@@ -354,6 +342,30 @@ _Final = Callable[[Exception, Any, list[int], int, Reporter], Awaitable[Any]]
 async def _raise(exc: Exception, item: Any, sources: list[int], attempt: int, _: Reporter) -> Any:
     """The final decision of the whole-batch attempts before members are tried alone."""
     raise exc
+
+
+async def _given_up(
+    final: _Final,
+    exc: Exception,
+    item: Any,
+    sources: list[int],
+    attempt: int,
+    reporter: Reporter,
+    observe: Observer | None,
+    started: float,
+    ended: float,
+) -> Any:
+    """`final`'s decision on a call that failed its last attempt, observed as its outcome:
+    `skipped` or `error` (also when `final` re-raises)."""
+    try:
+        value = await final(exc, item, sources, attempt, reporter)
+    except BaseException:
+        if observe is not None:
+            observe(sources, attempt, started, ended, "error", exc)
+        raise
+    if observe is not None:
+        observe(sources, attempt, started, ended, "skipped" if value is SKIPPED else "error", exc)
+    return value
 
 
 async def _observed(
