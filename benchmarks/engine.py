@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from _engine_workloads import LIB_KINDS, WORKLOADS  # benchmarks/ is this script's sys.path[0]
+
 ROOT = Path(__file__).resolve().parents[1]
 HERE = ROOT / "benchmarks"
 WORKER = HERE / "_engine_workloads.py"
@@ -50,13 +52,15 @@ LIB_TITLES = {
     "aiostream": "aiostream",
     "floor": "floor",
 }
-# which libraries have a form of which workload (see _engine_workloads.WORKLOADS)
+# which libraries have a form of which workload: what _engine_workloads.py defines ("base" is
+# our engine at another revision)
 SUPPORTS = {
-    "ours": {"cpu", "list", "io", "mem", "endless", "scale"},
-    "base": {"cpu", "list", "io", "mem", "endless", "scale"},
-    "old": {"cpu", "list", "io", "mem", "endless", "scale"},
-    "aiostream": {"cpu", "list"},
-    "floor": {"cpu", "list", "mem", "scale"},
+    lib: {
+        name
+        for name, forms in WORKLOADS.items()
+        if LIB_KINDS["ours" if lib == "base" else lib] in forms
+    }
+    for lib in LIBS
 }
 
 Figures = dict[str, Any]
